@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the Python virtualenv used by the interop tests.
+#
+#   scripts/python-env.sh            # idempotent; silent when already up to date
+#   .venv/bin/pytest -q tests/interop
+#
+# The venv lives at <repo>/.venv. Pins are in tests/interop/requirements.txt;
+# a stamp file in the venv records the hash of that file (plus the Python
+# version), so the install only runs when the pins change.
+# Environment: PYTHON (interpreter used to create the venv, default python3).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+requirements="$repo_root/tests/interop/requirements.txt"
+stamp="$venv/.mcpgate-requirements.sha256"
+python="${PYTHON:-python3}"
+
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "python-env: '$python' not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2
+    exit 1
+fi
+if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+    echo "python-env: $("$python" --version 2>&1) is too old; the mcp SDK needs Python 3.10+" >&2
+    exit 1
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    echo "python-env: creating $venv" >&2
+    "$python" -m venv --clear "$venv"
+fi
+
+want="$( { sha256sum "$requirements" | cut -d' ' -f1; "$venv/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [[ "$want" == "$have" ]]; then
+    exit 0
+fi
+
+echo "python-env: installing pinned requirements from tests/interop/requirements.txt" >&2
+rm -f "$stamp"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+# Fail here, not in the tests, if the install is unusable.
+"$venv/bin/python" -c 'import mcp, pytest, cryptography, httpx, anyio; from mcp.server.fastmcp import FastMCP'
+echo "$want" > "$stamp"
+echo "python-env: ready ($venv)" >&2

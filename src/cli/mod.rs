@@ -1,0 +1,55 @@
+//! The command line: one file per subcommand; this file parses and dispatches.
+
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mcpgate", version, about = "A TLS-first gateway for the Model Context Protocol")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve MCP over HTTPS (Streamable HTTP at /mcp, legacy SSE at /sse) in front of a stdio server.
+    Serve(serve::ServeArgs),
+    /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
+    DemoServer {
+        /// Also offer tools that exercise a gateway: crash, ask_client, notify.
+        #[arg(long)]
+        test_tools: bool,
+    },
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::DemoServer { test_tools } => crate::demo::run(test_tools).await.map_err(anyhow::Error::from),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error with its causes once, and picks the exit code (2 for config errors).
+fn report(e: &anyhow::Error) -> i32 {
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if e.downcast_ref::<crate::config::ConfigError>().is_some() { 2 } else { 1 }
+}

@@ -1,0 +1,261 @@
+//! `mcpgate serve`: config (file and flags) -> TLS -> router -> listener, then the banner.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, ConfigError, ListenerSecurity, UpstreamKind, raw::RawConfig};
+use crate::router::Router;
+use crate::server::{self, App};
+use crate::tls::{reload, server as tls_server};
+
+#[derive(Args, Default)]
+pub struct ServeArgs {
+    /// YAML config file.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Certificate chain (PEM) for the listener.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) for the listener.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// CA that signs client certificates (mTLS).
+    #[arg(long)]
+    pub client_ca: Option<String>,
+    /// none | request | require | verify (verify = required AND verified).
+    #[arg(long)]
+    pub client_auth: Option<String>,
+    /// Require a bearer token, read from this environment variable (repeatable).
+    #[arg(long = "bearer-env", value_name = "VAR")]
+    pub bearer_env: Vec<String>,
+    /// One child process for all sessions (ids remapped) instead of one per session.
+    #[arg(long)]
+    pub shared: bool,
+    /// Serve plain HTTP (dangerous off loopback: tokens travel in clear text).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+    /// Where the development CA and certificates live.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Log every TLS handshake: version, cipher, ALPN, SNI, client certificate.
+    #[arg(long)]
+    pub debug_tls: bool,
+    /// Validate the config (and load its certificates) without binding a port.
+    #[arg(long)]
+    pub check_config: bool,
+    /// The stdio MCP server to serve: `-- command [args...]`. Default: the built-in demo server.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    crate::logging::init(&config.logging.level, config.logging.json);
+    let built = match &config.listener {
+        ListenerSecurity::Tls(tls) => Some(tls_server::build(tls, &config.data_dir)?),
+        ListenerSecurity::Plaintext => None,
+    };
+    let upstream = only_upstream(&config)?;
+    if let UpstreamKind::Stdio(spec) = &upstream.kind {
+        check_command(&upstream.name, &spec.command)?;
+    }
+    if args.check_config {
+        println!("config OK: listen {}, {}, upstream {:?}", config.server.listen, describe_listener(&config, built.as_ref()), upstream.name);
+        return Ok(());
+    }
+    if let Some(b) = &built {
+        if b.dev_ca.is_some() && !config.server.listen.ip().is_loopback() {
+            tracing::warn!("serving a development certificate on a non-loopback address; set tls.cert_file and tls.key_file for production");
+        }
+    }
+    if matches!(config.listener, ListenerSecurity::Plaintext) && !config.server.listen.ip().is_loopback() {
+        tracing::warn!("INSECURE: serving plain HTTP on {}: tokens and tool data travel in clear text", config.server.listen);
+    }
+    let listener = TcpListener::bind(config.server.listen).await.with_context(|| {
+        format!("cannot listen on {} (server.listen); is another process using the port?", config.server.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    let router = Router::new(upstream, config.server.limits.clone()).await.map_err(anyhow::Error::msg)?;
+    router.spawn_reaper();
+    let app = App::new(router, &config.server, &config.auth, config.logging.tls_debug);
+    let live = built.as_ref().map(|b| {
+        let live = reload::LiveServerConfig::new(b.config.clone());
+        if let ListenerSecurity::Tls(tls) = &config.listener {
+            reload::spawn(tls.clone(), config.data_dir.clone(), b, live.clone());
+        }
+        live
+    });
+    print_banner(&config, addr, built.as_ref());
+    tracing::info!(%addr, upstream = %upstream.name, "serving");
+    server::serve(listener, live, app, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn describe_listener(config: &Config, built: Option<&tls_server::BuiltServerTls>) -> String {
+    match (&config.listener, built) {
+        (ListenerSecurity::Tls(t), Some(b)) => format!("TLS with {} (client_auth {:?})", b.cert_file.display(), t.client_auth),
+        _ => "plain HTTP".to_string(),
+    }
+}
+
+/// Merges the config file (or an empty one) with the command line, then resolves it.
+fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let mut raw = match &args.config {
+        Some(path) => config::read_raw(path)?,
+        None => RawConfig::default(),
+    };
+    if let Some(mode) = &raw.mode {
+        if mode != "server" {
+            return Err(ConfigError::new("mode", format!("is {mode:?}, but this is serve")).hint("use mode: server, or run mcpgate connect for a client config"));
+        }
+    }
+    if let Some(l) = &args.listen {
+        raw.server.listen = Some(l.clone());
+    }
+    let tls = raw.tls.get_or_insert_with(Default::default);
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        tls.cert_file = Some(c.clone());
+        tls.key_file = Some(k.clone());
+    }
+    if let Some(ca) = &args.client_ca {
+        tls.client_ca_file = Some(ca.clone());
+    }
+    if let Some(m) = &args.client_auth {
+        tls.client_auth = Some(m.clone());
+    }
+    if args.insecure_plaintext {
+        tls.enabled = Some(false);
+        raw.server.insecure_allow_plaintext = true;
+    }
+    for var in &args.bearer_env {
+        let token = std::env::var(var).map_err(|_| {
+            ConfigError::new("--bearer-env", format!("environment variable {var} is not set")).hint(format!("export {var}=<token> before starting mcpgate"))
+        })?;
+        raw.auth.tokens.get_or_insert_with(Vec::new).push(token);
+    }
+    if let Some(d) = &args.data_dir {
+        raw.data_dir = Some(d.clone());
+    }
+    if let Some(l) = &args.log_level {
+        raw.logging.level = Some(l.clone());
+    }
+    if let Some(f) = &args.log_format {
+        raw.logging.format = Some(f.clone());
+    }
+    raw.logging.tls_debug |= args.debug_tls;
+    let mut config = config::resolve(raw, args.config.as_deref()).map_err(|e| e.in_file(args.config.clone()))?;
+    if !args.command.is_empty() {
+        if !config.upstreams.is_empty() {
+            return Err(ConfigError::new("-- <command>", "was given, but the config also defines upstreams").hint("give the server either after -- or in the config file, not both"));
+        }
+        config.upstreams.extend(config::stdio_from_cli(args.command.clone(), args.shared));
+    } else if config.upstreams.is_empty() {
+        let exe = std::env::current_exe().map_err(|e| ConfigError::new("", format!("cannot find mcpgate's own executable for the demo server: {e}")))?;
+        let mut demo = config::stdio_from_cli(vec![exe.display().to_string(), "demo-server".into()], args.shared)
+            .ok_or_else(|| ConfigError::new("", "no upstream"))?;
+        demo.name = "demo".into();
+        config.upstreams.push(demo);
+    } else if args.shared {
+        for u in &mut config.upstreams {
+            if let UpstreamKind::Stdio(s) = &mut u.kind {
+                s.session_mode = config::SessionMode::Shared;
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn only_upstream(config: &Config) -> Result<&config::UpstreamSpec, ConfigError> {
+    match config.upstreams.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ConfigError::new("mcp_servers", "is empty").hint("give a stdio server after --, or in mcp_servers")),
+        many => Err(ConfigError::new(
+            "mcp_servers",
+            format!("lists {} servers; this build serves one (the gateway over many is not built yet)", many.len()),
+        )
+        .hint("keep one entry in mcp_servers")),
+    }
+}
+
+/// Fails early, with the name of the server, when its command cannot be found.
+fn check_command(name: &str, command: &str) -> Result<(), ConfigError> {
+    let key = format!("mcp_servers.{name}.command");
+    if command.contains('/') {
+        let p = std::path::Path::new(command);
+        if !p.exists() {
+            return Err(ConfigError::new(key, format!("{command:?} does not exist")).hint("give the full path of the MCP server's executable"));
+        }
+        return Ok(());
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(command).is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Err(ConfigError::new(key, format!("{command:?} is not found in PATH")).hint("install it, or give its full path"));
+    }
+    Ok(())
+}
+
+fn print_banner(config: &Config, addr: std::net::SocketAddr, built: Option<&tls_server::BuiltServerTls>) {
+    let scheme = if built.is_some() { "https" } else { "http" };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let base = format!("{scheme}://{host}:{}", addr.port());
+    println!("mcpgate listening on {base}");
+    println!("  Streamable HTTP: {base}/mcp");
+    println!("  legacy SSE:      {base}/sse");
+    if let Some(ca) = built.and_then(|b| b.dev_ca.as_ref()) {
+        println!("  development CA:  {}", ca.display());
+        println!("  try it:          curl --cacert {} -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \\", ca.display());
+        println!("                     -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' {base}/mcp");
+    }
+    if !config.auth.bearer_tokens.is_empty() {
+        println!("  auth:            bearer token required (Authorization: Bearer <token>)");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// For tests: a resolved config from YAML text.
+pub fn config_from_yaml(text: &str) -> Result<Config, ConfigError> {
+    config::resolve(config::parse_raw(text)?, None)
+}
+
+pub type SharedApp = Arc<App>;

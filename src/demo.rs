@@ -1,0 +1,212 @@
+//! The built-in demo MCP server (`mcpgate demo-server`): stdio, a few tools, no dependencies.
+//!
+//! Tools: `echo`, `add`, `slow` (sleeps, sending progress; cancellable), `large` (a result of
+//! the size asked). With `--test-tools` it adds tools that exercise a gateway: `crash` (exits
+//! mid-call), `ask_client` (a server-to-client request, e.g. sampling) and `notify` (logging
+//! and list_changed notifications).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::jsonrpc::{self, Kind};
+use crate::transport::ndjson;
+
+const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+struct Demo {
+    out: mpsc::UnboundedSender<Value>,
+    test_tools: bool,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    cancelled: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the demo server on stdin/stdout until stdin closes.
+pub async fn run(test_tools: bool) -> std::io::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(v) = rx.recv().await {
+            let mut line = v.to_string().into_bytes();
+            line.push(b'\n');
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let demo = Arc::new(Demo {
+        out: tx,
+        test_tools,
+        waiting: Mutex::new(HashMap::new()),
+        cancelled: Mutex::new(HashMap::new()),
+        next_id: 1.into(),
+    });
+    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    loop {
+        match ndjson::read_line(&mut reader, &mut buf, 64 << 20).await? {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => continue,
+        }
+        let Ok(msg) = serde_json::from_slice::<Value>(&buf) else {
+            let _ = demo.out.send(jsonrpc::error(Value::Null, jsonrpc::code::PARSE_ERROR, "parse error"));
+            continue;
+        };
+        let d = demo.clone();
+        match jsonrpc::kind(&msg) {
+            Kind::Request => {
+                tokio::spawn(async move { d.request(msg).await });
+            }
+            Kind::Response => d.answered(msg),
+            Kind::Notification => d.notified(&msg),
+            Kind::Invalid => {}
+        }
+    }
+    drop(demo);
+    let _ = writer.await;
+    Ok(())
+}
+
+impl Demo {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn answered(&self, msg: Value) {
+        let key = msg.get("id").map(jsonrpc::id_key).unwrap_or_default();
+        if let Some(tx) = Self::lock(&self.waiting).remove(&key) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn notified(&self, msg: &Value) {
+        if jsonrpc::method(msg) == Some("notifications/cancelled") {
+            let key = msg.pointer("/params/requestId").map(jsonrpc::id_key).unwrap_or_default();
+            if let Some(n) = Self::lock(&self.cancelled).get(&key) {
+                n.notify_one();
+            }
+        }
+    }
+
+    async fn request(&self, msg: Value) {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let params = msg.get("params").cloned().unwrap_or(json!({}));
+        let result = match jsonrpc::method(&msg).unwrap_or("") {
+            "initialize" => Ok(self.initialize(&params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(json!({"tools": self.tools()})),
+            "tools/call" => self.call(&id, &params).await,
+            "prompts/list" => Ok(json!({"prompts": []})),
+            "resources/list" => Ok(json!({"resources": []})),
+            other => Err((-32601, format!("method not found: {other}"))),
+        };
+        let reply = match result {
+            Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+            Err((code, m)) => jsonrpc::error(id, code, m),
+        };
+        let _ = self.out.send(reply);
+    }
+
+    fn initialize(&self, params: &Value) -> Value {
+        let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
+        let version = if VERSIONS.contains(&asked) { asked } else { VERSIONS[VERSIONS.len() - 1] };
+        json!({
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": true}, "logging": {}},
+            "serverInfo": {"name": "mcpgate-demo", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": "A demo server built into mcpgate."
+        })
+    }
+
+    fn tools(&self) -> Vec<Value> {
+        let mut tools = vec![
+            tool("echo", "Returns the text it is given.", json!({"text": {"type": "string"}}), &["text"]),
+            tool("add", "Adds two numbers.", json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"]),
+            tool("slow", "Waits the given seconds, reporting progress; cancellable.", json!({"seconds": {"type": "number"}}), &[]),
+            tool("large", "Returns a text of the given size in bytes.", json!({"bytes": {"type": "integer"}}), &["bytes"]),
+        ];
+        if self.test_tools {
+            tools.push(tool("crash", "Exits the server process mid-call.", json!({"code": {"type": "integer"}}), &[]));
+            tools.push(tool("ask_client", "Sends a request to the client and returns its answer.", json!({"method": {"type": "string"}, "params": {"type": "object"}}), &["method"]));
+            tools.push(tool("notify", "Sends a log message and tools/list_changed.", json!({"message": {"type": "string"}}), &[]));
+        }
+        tools
+    }
+
+    async fn call(&self, id: &Value, params: &Value) -> Result<Value, (i64, String)> {
+        let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        let text = |t: String| Ok(json!({"content": [{"type": "text", "text": t}], "isError": false}));
+        match name {
+            "echo" => text(args.get("text").and_then(Value::as_str).unwrap_or("").to_string()),
+            "add" => {
+                let a = args.get("a").and_then(Value::as_f64).unwrap_or(0.0);
+                let b = args.get("b").and_then(Value::as_f64).unwrap_or(0.0);
+                let sum = a + b;
+                text(if sum.fract() == 0.0 && sum.abs() < 1e15 { format!("{}", sum as i64) } else { sum.to_string() })
+            }
+            "slow" => {
+                let secs = args.get("seconds").and_then(Value::as_f64).unwrap_or(1.0).clamp(0.0, 600.0);
+                let token = params.pointer("/_meta/progressToken").cloned();
+                let cancel = Arc::new(tokio::sync::Notify::new());
+                let key = jsonrpc::id_key(id);
+                Self::lock(&self.cancelled).insert(key.clone(), cancel.clone());
+                let steps = 4u32;
+                let mut outcome = text(format!("waited {secs}s"));
+                for step in 1..=steps {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs_f64(secs / f64::from(steps))) => {}
+                        _ = cancel.notified() => { outcome = Err((-32800, "cancelled".into())); break; }
+                    }
+                    if let Some(t) = &token {
+                        let _ = self.out.send(jsonrpc::notification("notifications/progress", json!({"progressToken": t, "progress": step, "total": steps})));
+                    }
+                }
+                Self::lock(&self.cancelled).remove(&key);
+                outcome
+            }
+            "large" => {
+                let n = args.get("bytes").and_then(Value::as_u64).unwrap_or(1024).min(32 << 20) as usize;
+                text("x".repeat(n))
+            }
+            "crash" if self.test_tools => {
+                let code = args.get("code").and_then(Value::as_i64).unwrap_or(3) as i32;
+                std::process::exit(code);
+            }
+            "ask_client" if self.test_tools => {
+                let method = args.get("method").and_then(Value::as_str).unwrap_or("ping").to_string();
+                let p = args.get("params").cloned().unwrap_or(json!({}));
+                let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let rid = json!(format!("demo-{n}"));
+                let (tx, rx) = oneshot::channel();
+                Self::lock(&self.waiting).insert(jsonrpc::id_key(&rid), tx);
+                let _ = self.out.send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}));
+                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    Ok(Ok(answer)) => text(answer.to_string()),
+                    _ => Err((-32001, "the client did not answer".into())),
+                }
+            }
+            "notify" if self.test_tools => {
+                let m = args.get("message").and_then(Value::as_str).unwrap_or("hello").to_string();
+                let _ = self.out.send(jsonrpc::notification("notifications/message", json!({"level": "info", "data": m})));
+                let _ = self.out.send(jsonrpc::notification("notifications/tools/list_changed", json!({})));
+                text("notified".into())
+            }
+            other => Err((-32602, format!("unknown tool: {other}"))),
+        }
+    }
+}
+
+fn tool(name: &str, description: &str, props: Value, required: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": {"type": "object", "properties": props, "required": required}
+    })
+}

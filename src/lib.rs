@@ -1,0 +1,18 @@
+//! mcpgate: a TLS-first gateway for the Model Context Protocol.
+//!
+//! The shape (see docs/ARCHITECTURE.md): downstream edges (`server`: Streamable HTTP and legacy
+//! SSE over HTTPS) feed raw JSON-RPC frames to the `router`, which sends them through upstream
+//! edges (`upstream`: stdio children). `config` turns YAML and flags into typed settings; `tls`
+//! owns every rustls detail. Data flows one way: config -> tls -> transport -> upstream ->
+//! router -> server -> cli.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod jsonrpc;
+pub mod logging;
+pub mod router;
+pub mod server;
+pub mod tls;
+pub mod transport;
+pub mod upstream;

@@ -1,0 +1,173 @@
+//! The router: downstream sessions over one upstream, their limits and lifetimes.
+//!
+//! Isolated mode starts a child per session; shared mode starts one child at startup and
+//! attaches every session to it (ids remapped by the hub). Sessions idle longer than the
+//! limit, with no stream open, are closed and their children stopped.
+
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use session::{Flavor, Session};
+
+use crate::config::{Limits, SessionMode, StdioSpec, UpstreamSpec};
+use crate::upstream::health::Health;
+use crate::upstream::stdio::StdioHub;
+
+pub struct Router {
+    upstream_name: String,
+    spec: StdioSpec,
+    pub health: Arc<Health>,
+    shared: Option<Arc<StdioHub>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    limits: Limits,
+}
+
+/// Why a session could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    TooManySessions(usize),
+    Upstream(String),
+}
+
+impl Router {
+    /// Builds the router; in shared mode the child starts now.
+    pub async fn new(upstream: &UpstreamSpec, limits: Limits) -> Result<Arc<Self>, String> {
+        let crate::config::UpstreamKind::Stdio(spec) = &upstream.kind else {
+            return Err(format!(
+                "mcp_servers.{}: remote upstreams are served by the gateway, which this build does not have yet; serve a stdio command",
+                upstream.name
+            ));
+        };
+        let health = Arc::new(Health::new(&upstream.name));
+        let shared = match spec.session_mode {
+            SessionMode::Shared => Some(StdioHub::start(&upstream.name, spec.clone(), health.clone()).await?),
+            SessionMode::Isolated => None,
+        };
+        Ok(Arc::new(Self {
+            upstream_name: upstream.name.clone(),
+            spec: spec.clone(),
+            health,
+            shared,
+            sessions: Mutex::new(HashMap::new()),
+            limits,
+        }))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn create_session(&self, flavor: Flavor, identity: Option<String>) -> Result<Arc<Session>, CreateError> {
+        if self.map().len() >= self.limits.max_sessions {
+            return Err(CreateError::TooManySessions(self.limits.max_sessions));
+        }
+        let (hub, owns) = match &self.shared {
+            Some(h) => (h.clone(), false),
+            None => (
+                StdioHub::start(&self.upstream_name, self.spec.clone(), self.health.clone())
+                    .await
+                    .map_err(CreateError::Upstream)?,
+                true,
+            ),
+        };
+        let Some(id) = new_session_id() else {
+            if owns {
+                hub.close();
+            }
+            return Err(CreateError::Upstream("the system random number generator failed".into()));
+        };
+        let session = Session::new(id.clone(), flavor, identity.clone(), hub, owns);
+        let mut map = self.map();
+        if map.len() >= self.limits.max_sessions {
+            drop(map);
+            session.close();
+            return Err(CreateError::TooManySessions(self.limits.max_sessions));
+        }
+        map.insert(id.clone(), session.clone());
+        drop(map);
+        match &identity {
+            Some(who) => tracing::info!(session = %id, client = %who, "session opened"),
+            None => tracing::info!(session = %id, "session opened"),
+        }
+        Ok(session)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.map().get(id).cloned()
+    }
+
+    pub fn remove(&self, id: &str) -> bool {
+        let removed = self.map().remove(id);
+        match removed {
+            Some(s) => {
+                s.close();
+                tracing::info!(session = %id, "session closed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Closes sessions idle past the limit, every few seconds, while the router lives.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let idle = self.limits.session_idle_timeout;
+        let period = (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(router) = weak.upgrade() else { return };
+                let stale: Vec<String> = router
+                    .map()
+                    .values()
+                    .filter(|s| !s.has_stream() && s.idle_for() > idle)
+                    .map(|s| s.id.clone())
+                    .collect();
+                for id in stale {
+                    tracing::info!(session = %id, "closing idle session");
+                    router.remove(&id);
+                }
+            }
+        });
+    }
+
+    /// Closes every session (shutdown).
+    pub fn close_all(&self) {
+        let all: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.close();
+        }
+        if let Some(h) = &self.shared {
+            h.close();
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.health.ready()
+    }
+
+    pub fn report(&self) -> Value {
+        let mut r = self.health.report();
+        r["sessions"] = self.session_count().into();
+        r
+    }
+}
+
+/// 32 random bytes, hex: unguessable, visible ASCII as the spec requires.
+fn new_session_id() -> Option<String> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    // Without randomness a session id would be guessable: refuse the session rather than weaken.
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+

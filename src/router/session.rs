@@ -1,0 +1,209 @@
+//! One downstream session: what a client's messages go to, and which stream each message
+//! from the upstream comes back on.
+//!
+//! A Streamable HTTP POST registers a *waiter* per request id; the response, and anything
+//! related to that request (progress), go to it. Everything else goes to the session's
+//! *stream* (the GET stream, or the legacy SSE stream); with no stream open it goes to the
+//! newest waiter (so a sampling request during a tool call reaches the client on that call's
+//! stream), else into a small backlog flushed when a stream opens.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::jsonrpc::{self, Kind, code};
+use crate::upstream::Sink;
+use crate::upstream::stdio::StdioHub;
+
+const BACKLOG: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Streamable HTTP (`/mcp`).
+    Streamable,
+    /// Legacy HTTP+SSE (`/sse` + `/message`): everything goes to the one SSE stream.
+    Legacy,
+}
+
+pub type Outbound = mpsc::UnboundedSender<Value>;
+
+pub struct Session {
+    pub id: String,
+    pub flavor: Flavor,
+    /// The verified client certificate subject, when the client sent one.
+    pub identity: Option<String>,
+    hub: Arc<StdioHub>,
+    owns_hub: bool,
+    me: Weak<Session>,
+    out: Mutex<Outbox>,
+    last_active: Mutex<Instant>,
+    protocol_version: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    waiters: HashMap<String, Outbound>,
+    /// Waiter keys, oldest first.
+    order: Vec<String>,
+    stream: Option<Outbound>,
+    backlog: VecDeque<Value>,
+    init_key: Option<String>,
+}
+
+impl Session {
+    pub fn new(id: String, flavor: Flavor, identity: Option<String>, hub: Arc<StdioHub>, owns_hub: bool) -> Arc<Self> {
+        let session = Arc::new_cyclic(|me| Self {
+            id,
+            flavor,
+            identity,
+            hub,
+            owns_hub,
+            me: me.clone(),
+            out: Mutex::new(Outbox::default()),
+            last_active: Mutex::new(Instant::now()),
+            protocol_version: Mutex::new(None),
+        });
+        let weak: Weak<dyn Sink> = session.me.clone();
+        session.hub.attach(weak);
+        session
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a client frame upstream. A request that cannot be sent is answered with a
+    /// JSON-RPC error on its own waiter, so nothing hangs.
+    pub fn send(&self, frame: Value) {
+        self.touch();
+        let Some(me) = self.me.upgrade() else { return };
+        let kind = jsonrpc::kind(&frame);
+        if kind == Kind::Request && jsonrpc::method(&frame) == Some("initialize") {
+            self.outbox().init_key = frame.get("id").map(jsonrpc::id_key);
+        }
+        let id = frame.get("id").cloned();
+        let sink: Arc<dyn Sink> = me;
+        if let Err(e) = self.hub.send(&sink, frame) {
+            match (kind, id) {
+                (Kind::Request, Some(id)) => self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e.0)),
+                _ => tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", self.hub.name(), e.0),
+            }
+        }
+    }
+
+    /// Routes the response to request `key` (and related messages) to `tx`.
+    pub fn add_waiter(&self, key: String, tx: Outbound) {
+        let mut out = self.outbox();
+        out.order.push(key.clone());
+        out.waiters.insert(key, tx);
+    }
+
+    pub fn remove_waiter(&self, key: &str) {
+        let mut out = self.outbox();
+        out.waiters.remove(key);
+        out.order.retain(|k| k != key);
+    }
+
+    /// Opens the session's stream; `None` if one is already open.
+    pub fn attach_stream(&self) -> Option<mpsc::UnboundedReceiver<Value>> {
+        let mut out = self.outbox();
+        if out.stream.as_ref().is_some_and(|s| !s.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for frame in out.backlog.drain(..) {
+            let _ = tx.send(frame);
+        }
+        out.stream = Some(tx);
+        Some(rx)
+    }
+
+    pub fn has_stream(&self) -> bool {
+        self.outbox().stream.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// The protocol version the upstream agreed to in `initialize`.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.protocol_version.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Detaches from the upstream and stops a child this session owns.
+    pub fn close(&self) {
+        let weak: Weak<dyn Sink> = self.me.clone();
+        self.hub.detach(&weak);
+        if self.owns_hub {
+            self.hub.close();
+        }
+        let mut out = self.outbox();
+        out.waiters.clear();
+        out.stream = None;
+    }
+}
+
+impl Sink for Session {
+    fn response(&self, frame: Value) {
+        let key = frame.get("id").map(jsonrpc::id_key).unwrap_or_default();
+        let mut out = self.outbox();
+        if out.init_key.as_deref() == Some(key.as_str()) {
+            out.init_key = None;
+            if let Some(v) = frame.pointer("/result/protocolVersion").and_then(Value::as_str) {
+                *self.protocol_version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
+            }
+        }
+        if let Some(tx) = out.waiters.remove(&key) {
+            out.order.retain(|k| *k != key);
+            let _ = tx.send(frame);
+            return;
+        }
+        match (self.flavor, &out.stream) {
+            (Flavor::Legacy, Some(tx)) => {
+                let _ = tx.send(frame);
+            }
+            // Streamable HTTP: a response whose POST is gone has nowhere to go (the spec keeps
+            // responses off the GET stream).
+            _ => tracing::debug!(session = %self.id, "response for a closed request stream dropped"),
+        }
+    }
+
+    fn related(&self, request_key: &str, frame: Value) {
+        let tx = self.outbox().waiters.get(request_key).cloned();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(frame);
+            }
+            None => self.unsolicited(frame),
+        }
+    }
+
+    fn unsolicited(&self, frame: Value) {
+        let mut out = self.outbox();
+        if let Some(tx) = &out.stream {
+            if tx.send(frame.clone()).is_ok() {
+                return;
+            }
+            out.stream = None;
+        }
+        if let Some(key) = out.order.last() {
+            if let Some(tx) = out.waiters.get(key) {
+                if tx.send(frame.clone()).is_ok() {
+                    return;
+                }
+            }
+        }
+        if out.backlog.len() >= BACKLOG {
+            out.backlog.pop_front();
+        }
+        out.backlog.push_back(frame);
+    }
+}

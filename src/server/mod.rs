@@ -1,0 +1,179 @@
+//! The downstream HTTPS edge: accept loop (TLS via tokio-rustls, then HTTP/1.1 or HTTP/2 by
+//! ALPN through hyper-util), request routing, and graceful shutdown.
+//!
+//! Each connection's TLS facts (version, cipher, ALPN, SNI, client certificate) travel with
+//! its requests, so a session can log who opened it.
+
+mod body;
+mod guard;
+mod legacy;
+mod reply;
+mod streamable;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use body::Body;
+
+use crate::config::{Auth, Limits, ServerSettings};
+use crate::router::Router;
+use crate::tls::info::TlsFacts;
+use crate::tls::reload::LiveServerConfig;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub router: Arc<Router>,
+    guard: guard::Guard,
+    pub limits: Limits,
+    pub tls_debug: bool,
+}
+
+impl App {
+    pub fn new(router: Arc<Router>, server: &ServerSettings, auth: &Auth, tls_debug: bool) -> Arc<Self> {
+        Arc::new(Self {
+            router,
+            guard: guard::Guard::new(server, &auth.bearer_tokens),
+            limits: server.limits.clone(),
+            tls_debug,
+        })
+    }
+}
+
+/// The connection a request came on.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: Option<TlsFacts>,
+}
+
+/// Serves `listener` until `shutdown` resolves, then closes sessions and drains connections.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<LiveServerConfig>>,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.as_ref().map(|t| t.current());
+        conns.spawn(async move {
+            match tls {
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let handshake = tokio::time::timeout(app.limits.header_read_timeout, acceptor.accept(tcp)).await;
+                    let stream = match handshake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            log_handshake_failure(&app, peer, &e.to_string());
+                            return;
+                        }
+                        Err(_) => {
+                            log_handshake_failure(&app, peer, "timed out");
+                            return;
+                        }
+                    };
+                    let facts = TlsFacts::of(stream.get_ref().1);
+                    if app.tls_debug {
+                        tracing::info!(%peer, version = %facts.version, cipher = %facts.cipher, alpn = ?facts.alpn, sni = ?facts.sni, client = ?facts.client_subject, "TLS handshake");
+                    } else {
+                        tracing::debug!(%peer, version = %facts.version, cipher = %facts.cipher, alpn = ?facts.alpn, sni = ?facts.sni, client = ?facts.client_subject, "TLS handshake");
+                    }
+                    serve_connection(app, TokioIo::new(stream), ConnInfo { peer, tls: Some(facts) }).await;
+                }
+                None => serve_connection(app, TokioIo::new(tcp), ConnInfo { peer, tls: None }).await,
+            }
+        });
+    }
+    app.router.close_all();
+    // Streams end once their sessions close; give in-flight requests a moment.
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        conns.abort_all();
+    }
+}
+
+fn log_handshake_failure(app: &App, peer: SocketAddr, error: &str) {
+    if app.tls_debug {
+        tracing::info!(%peer, "TLS handshake failed: {error}");
+    } else {
+        tracing::debug!(%peer, "TLS handshake failed: {error}");
+    }
+}
+
+async fn serve_connection<I>(app: Arc<App>, io: I, info: ConnInfo)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let limits = app.limits.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(route(app, info, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    if let Err(e) = builder.serve_connection(io, service).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Routes one request.
+async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            let report = app.router.report();
+            let status = if app.router.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            reply::json(status, &json!({"ready": status == StatusCode::OK, "upstreams": [report]}))
+        }
+        (_, "/mcp" | "/mcp/" | "/sse" | "/message" | "/messages" | "/messages/") => {
+            if let Err(refusal) = app.guard.check(req.uri(), req.headers()) {
+                return reply::refused(refusal);
+            }
+            match path.as_str() {
+                "/mcp" | "/mcp/" => streamable::handle(&app, &conn, req).await,
+                "/sse" => legacy::open(&app, &conn, req).await,
+                _ => legacy::post(&app, req).await,
+            }
+        }
+        _ => reply::error(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP) and /sse (legacy SSE)")),
+    }
+}

@@ -1,0 +1,292 @@
+//! Streamable HTTP at `/mcp` (MCP 2025-03-26, 2025-06-18, 2025-11-25).
+//!
+//! POST carries client messages: notifications and responses get 202; requests get their
+//! response as JSON when the upstream's first word on it is the response itself, or as an SSE
+//! stream when progress, logging or a server request comes first. GET opens the session's
+//! stream for server-initiated messages; DELETE ends the session. `Mcp-Session-Id` is issued
+//! with the initialize response and required after it; `MCP-Protocol-Version` must match the
+//! negotiated version when sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::body::{Body, SseBody};
+use super::{App, ConnInfo, reply};
+use crate::jsonrpc::{self, Kind};
+use crate::router::{Flavor, Session};
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+/// Revisions whose HTTP transport mcpgate speaks.
+pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+pub async fn handle(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    match *req.method() {
+        Method::POST => post(app, conn, req).await,
+        Method::GET => get(app, req),
+        Method::DELETE => delete(app, req),
+        _ => {
+            let mut r = reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE on /mcp");
+            r.headers_mut().insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            r
+        }
+    }
+}
+
+/// What the client accepts in return.
+struct Accepts {
+    json: bool,
+    sse: bool,
+}
+
+fn accepts(headers: &HeaderMap) -> Accepts {
+    let text = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+    let any = text.contains("*/*");
+    Accepts {
+        json: any || text.contains("application/json") || text.contains("application/*"),
+        sse: any || text.contains("text/event-stream") || text.contains("text/*"),
+    }
+}
+
+/// Reads the body within the size limit and parses it as JSON.
+pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let limit = app.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.is_empty() && !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type {ct:?} is not application/json")));
+    }
+    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large(limit)),
+        Err(e) => return Err(reply::error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        reply::json(
+            StatusCode::BAD_REQUEST,
+            &jsonrpc::error(Value::Null, jsonrpc::code::PARSE_ERROR, format!("parse error: {e}")),
+        )
+    })
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes (server.max_body_bytes)"))
+}
+
+/// Splits a body into messages, refusing invalid ones and batches where the version forbids them.
+pub(super) fn messages(body: Value, batches_allowed: bool) -> Result<Vec<Value>, Response<Body>> {
+    let list = match body {
+        Value::Array(items) if !batches_allowed => {
+            let _ = items;
+            return Err(reply::error(StatusCode::BAD_REQUEST, "JSON-RPC batches are not allowed in this protocol version (removed in 2025-06-18)"));
+        }
+        Value::Array(items) if items.is_empty() => {
+            return Err(reply::error(StatusCode::BAD_REQUEST, "an empty JSON-RPC batch is invalid"));
+        }
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    for m in &list {
+        if jsonrpc::kind(m) == Kind::Invalid {
+            let id = m.get("id").cloned().unwrap_or(Value::Null);
+            return Err(reply::json(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, "not a valid JSON-RPC 2.0 message"),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// Finds the session of a request, answering 400 or 404 when there is none.
+fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, Response<Body>> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(reply::error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header; send initialize first to get one"));
+    };
+    match app.router.get(id) {
+        Some(s) if s.flavor == Flavor::Streamable => Ok(s),
+        _ => Err(reply::error(StatusCode::NOT_FOUND, "session not found (it ended or expired); initialize a new one")),
+    }
+}
+
+fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    let Some(v) = headers.get(VERSION_HEADER) else { return Ok(()) };
+    let v = v.to_str().unwrap_or("");
+    if !KNOWN_VERSIONS.contains(&v) {
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported MCP-Protocol-Version {v:?}; supported: {}", KNOWN_VERSIONS.join(", ")),
+        ));
+    }
+    match session.protocol_version() {
+        Some(agreed) if agreed != v => Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("MCP-Protocol-Version {v:?} differs from the version negotiated for this session ({agreed})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let acc = accepts(req.headers());
+    if !acc.json && !acc.sse {
+        return reply::error(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
+    }
+    let headers = req.headers().clone();
+    let body = match read_json(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let is_initialize = jsonrpc::kind(&body) == Kind::Request && jsonrpc::method(&body) == Some("initialize");
+    let (session, created) = if is_initialize {
+        if headers.contains_key(SESSION_HEADER) {
+            return reply::error(StatusCode::BAD_REQUEST, "initialize must not carry Mcp-Session-Id: a session is initialized once");
+        }
+        let identity = conn.tls.as_ref().and_then(|t| t.client_subject.clone());
+        match app.router.create_session(Flavor::Streamable, identity).await {
+            Ok(s) => (s, true),
+            Err(e) => return reply::session_refused(e),
+        }
+    } else {
+        let s = match session_of(app, &headers) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        if let Err(r) = check_version(&s, &headers) {
+            return r;
+        }
+        (s, false)
+    };
+    let batches = session.protocol_version().as_deref().is_none_or(|v| v <= "2025-03-26");
+    let list = match messages(body, batches) {
+        Ok(l) => l,
+        Err(r) => {
+            if created {
+                app.router.remove(&session.id);
+            }
+            return r;
+        }
+    };
+    let mut awaiting: HashMap<String, Value> = HashMap::new();
+    for m in &list {
+        if jsonrpc::kind(m) == Kind::Request {
+            let id = m.get("id").cloned().unwrap_or(Value::Null);
+            awaiting.insert(jsonrpc::id_key(&id), id);
+        }
+    }
+    if awaiting.is_empty() {
+        for m in list {
+            session.send(m);
+        }
+        return reply::empty(StatusCode::ACCEPTED);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for key in awaiting.keys() {
+        session.add_waiter(key.clone(), tx.clone());
+    }
+    drop(tx);
+    let single = list.len() == 1;
+    for m in list {
+        session.send(m);
+    }
+    let timeout = app.limits.request_timeout;
+    let cleanup = {
+        let session = session.clone();
+        let keys: Vec<String> = awaiting.keys().cloned().collect();
+        move || keys.iter().for_each(|k| session.remove_waiter(k))
+    };
+    // Fast path: one request whose first upstream message is its response goes back as JSON.
+    let mut response = if single && acc.json {
+        let first = match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => jsonrpc::error(awaiting.values().next().cloned().unwrap_or(Value::Null), jsonrpc::code::UPSTREAM_UNAVAILABLE, "the session closed before the upstream answered"),
+            Err(_) => {
+                cleanup();
+                let id = awaiting.values().next().cloned().unwrap_or(Value::Null);
+                session.send(jsonrpc::notification("notifications/cancelled", serde_json::json!({"requestId": id, "reason": "mcpgate: request timed out"})));
+                jsonrpc::error(id, jsonrpc::code::UPSTREAM_TIMEOUT, format!("upstream did not answer within {}s (server.request_timeout)", timeout.as_secs_f64()))
+            }
+        };
+        if jsonrpc::kind(&first) == Kind::Response || !acc.sse {
+            cleanup();
+            reply::json(StatusCode::OK, &first)
+        } else {
+            let prelude = crate::transport::sse::message(&first);
+            let mut remaining = awaiting.clone();
+            remaining.retain(|_, _| true);
+            sse_response(SseBody::until_answered(rx, Some(prelude), remaining, timeout).on_drop(cleanup))
+        }
+    } else if acc.sse {
+        sse_response(SseBody::until_answered(rx, None, awaiting, timeout).on_drop(cleanup))
+    } else {
+        // A batch from a JSON-only client: collect the responses into one array.
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while out.len() < awaiting.len() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(f)) if jsonrpc::kind(&f) == Kind::Response => out.push(f),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        cleanup();
+        reply::json(StatusCode::OK, &Value::Array(out))
+    };
+    if created {
+        if let Ok(v) = HeaderValue::from_str(&session.id) {
+            response.headers_mut().insert(SESSION_HEADER, v);
+        }
+    }
+    response
+}
+
+pub(super) fn sse_response(body: SseBody) -> Response<Body> {
+    let mut r = Response::new(Body::Sse(Box::new(body)));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let text = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !text.contains("text/event-stream") {
+        return reply::error(StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an SSE stream: Accept must include text/event-stream");
+    }
+    let session = match session_of(app, req.headers()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_version(&session, req.headers()) {
+        return r;
+    }
+    match session.attach_stream() {
+        Some(rx) => sse_response(SseBody::open(rx, None)),
+        None => reply::error(StatusCode::CONFLICT, "this session already has a GET stream open"),
+    }
+}
+
+fn delete(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let session = match session_of(app, req.headers()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    app.router.remove(&session.id);
+    reply::empty(StatusCode::OK)
+}

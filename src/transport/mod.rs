@@ -1,0 +1,4 @@
+//! Framing, both directions: newline-delimited JSON for stdio, Server-Sent Events for HTTP.
+
+pub mod ndjson;
+pub mod sse;

@@ -14,7 +14,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve MCP over HTTPS (Streamable HTTP at /mcp, legacy SSE at /sse) in front of a stdio server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
     DemoServer {
         /// Also offer tools that exercise a gateway: crash, ask_client, notify.
@@ -35,7 +35,7 @@ pub fn run() -> i32 {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::DemoServer { test_tools } => crate::demo::run(test_tools).await.map_err(anyhow::Error::from),
         }
     });

@@ -10,10 +10,8 @@ use super::ConfigError;
 /// Expands `${VAR}` and `${VAR:-default}` in every string of `value`; `$$` is a literal `$`.
 pub fn expand_tree(value: &mut Value, path: &mut Vec<String>) -> Result<(), ConfigError> {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = expand(s, &path.join("."))?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = expand(s, &path.join("."))?;
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -39,6 +39,9 @@ impl Guard {
     }
 
     fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        if headers.get_all(HOST).iter().count() > 1 {
+            return Err(Refusal::Forbidden("more than one Host header".into()));
+        }
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_string())

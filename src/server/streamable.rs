@@ -7,6 +7,10 @@
 //! with the initialize response and required after it; `MCP-Protocol-Version` must match the
 //! negotiated version when sent.
 
+// Handlers return `Err(Response)` to answer early; the response goes straight to hyper, so
+// boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

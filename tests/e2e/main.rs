@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `mcpgate` binary on loopback, certificates generated per test,
+//! real TLS handshakes, real child processes. One file per behaviour.
+
+mod support;
+
+mod auth_and_origin;
+mod client_auth_modes;
+mod config_errors;
+mod limits;
+mod streamable_http;
+mod legacy_sse;
+mod tls_surface;
+mod upstream_crash;

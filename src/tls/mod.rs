@@ -7,6 +7,8 @@ pub mod info;
 pub mod pem;
 pub mod reload;
 pub mod server;
+pub mod trust;
+pub mod diagnose;
 
 use std::sync::Arc;
 

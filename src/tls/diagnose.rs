@@ -1,0 +1,360 @@
+//! Failure classification in one place: a TLS or connection error, plus what is known of the
+//! connection (upstream, URL, peer, SNI, trust source, the chain the server sent), becomes one
+//! of the error classes of PRODUCT.md with a one-line hint. `serve`, `connect`, `probe` and
+//! the gateway all report through here, so they never disagree.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use rustls::pki_types::CertificateDer;
+use rustls::{AlertDescription, CertificateError};
+
+use super::trust::{PinMismatch, TrustProfile, hex_fingerprint, sha256};
+
+/// The error classes, with stable names (used in JSON output and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    UnknownIssuer,
+    IncompleteChain,
+    SelfSignedNotPinned,
+    PinChanged,
+    Expired,
+    NotYetValid,
+    NameMismatch,
+    ClientCertRequired,
+    ClientCertRejected,
+    NoCommonProtocol,
+    PlaintextOnTlsPort,
+    TlsOnPlaintextPort,
+    HttpsToHttpRedirect,
+    CrossOriginRedirect,
+    ConnectionRefused,
+    TimedOut,
+    Dns,
+    Proxy,
+    Http,
+    Other,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::UnknownIssuer => "unknown_issuer",
+            ErrorClass::IncompleteChain => "incomplete_chain",
+            ErrorClass::SelfSignedNotPinned => "self_signed_not_pinned",
+            ErrorClass::PinChanged => "pinned_certificate_changed",
+            ErrorClass::Expired => "expired",
+            ErrorClass::NotYetValid => "not_yet_valid",
+            ErrorClass::NameMismatch => "name_mismatch",
+            ErrorClass::ClientCertRequired => "client_certificate_required",
+            ErrorClass::ClientCertRejected => "client_certificate_rejected",
+            ErrorClass::NoCommonProtocol => "no_common_tls_version_or_cipher",
+            ErrorClass::PlaintextOnTlsPort => "plaintext_on_tls_port",
+            ErrorClass::TlsOnPlaintextPort => "tls_on_plaintext_port",
+            ErrorClass::HttpsToHttpRedirect => "https_to_http_redirect",
+            ErrorClass::CrossOriginRedirect => "cross_origin_redirect",
+            ErrorClass::ConnectionRefused => "connection_refused",
+            ErrorClass::TimedOut => "timed_out",
+            ErrorClass::Dns => "dns",
+            ErrorClass::Proxy => "proxy",
+            ErrorClass::Http => "http",
+            ErrorClass::Other => "other",
+        }
+    }
+}
+
+/// Where a failure happened.
+#[derive(Debug, Clone, Default)]
+pub struct Where {
+    pub upstream: String,
+    pub url: String,
+    pub peer: Option<SocketAddr>,
+    pub sni: String,
+    pub trust: String,
+}
+
+/// A classified failure: what, where, why, and the fix.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub summary: String,
+    pub cause: Option<String>,
+    pub hint: String,
+    pub at: Where,
+    /// Fingerprint of the leaf the server presented, when known.
+    pub presented_sha256: Option<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream {:?} ({}): {}", self.at.upstream, self.at.url, self.summary)?;
+        let mut ctx = Vec::new();
+        if let Some(p) = self.at.peer {
+            ctx.push(format!("peer {p}"));
+        }
+        if !self.at.sni.is_empty() {
+            ctx.push(format!("SNI {}", self.at.sni));
+        }
+        if !self.at.trust.is_empty() {
+            ctx.push(format!("trust: {}", self.at.trust));
+        }
+        if !ctx.is_empty() {
+            write!(f, " ({})", ctx.join(", "))?;
+        }
+        if let Some(c) = &self.cause {
+            write!(f, "\n  caused by: {c}")?;
+        }
+        write!(f, "\nhint: {}", self.hint)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    pub fn new(class: ErrorClass, at: Where, summary: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { class, summary: summary.into(), cause: None, hint: hint.into(), at, presented_sha256: None }
+    }
+
+    pub fn cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// One line, for JSON-RPC error messages.
+    pub fn one_line(&self) -> String {
+        let mut s = format!("{} [{}]", self.summary, self.class.as_str());
+        if let Some(c) = &self.cause {
+            s.push_str(": ");
+            s.push_str(c);
+        }
+        s.push_str(" | hint: ");
+        s.push_str(&self.hint);
+        s
+    }
+}
+
+/// Finds the rustls error inside an I/O or HTTP error chain, if there is one.
+pub fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(r);
+                }
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Classifies a failed TLS handshake (or a TLS error on the first bytes after it).
+///
+/// `chain` is what the server presented, when it could be captured: it is what tells an
+/// incomplete chain from an unknown CA, and a self-signed certificate from both.
+pub fn classify_tls(err: &rustls::Error, at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>]) -> Failure {
+    let key = &profile.key;
+    let leaf = chain.first().and_then(|c| Cert::parse(c.as_ref()));
+    let presented = chain.first().map(|c| hex_fingerprint(&sha256(c.as_ref())));
+    let mut f = match err {
+        rustls::Error::InvalidCertificate(ce) => classify_certificate(ce, at, profile, chain, leaf.as_ref()),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => Failure::new(
+            ErrorClass::ClientCertRequired,
+            at,
+            "the server requires a client certificate",
+            if profile.has_client_cert {
+                "the server asked again: check that cert_file holds the client certificate it expects".to_string()
+            } else {
+                format!("set {key}.cert_file and {key}.key_file (or --cert/--key) to a client certificate the server trusts")
+            },
+        ),
+        rustls::Error::AlertReceived(
+            a @ (AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::AccessDenied),
+        ) if profile.has_client_cert => Failure::new(
+            ErrorClass::ClientCertRejected,
+            at,
+            format!("the server rejected the client certificate (alert: {a:?})"),
+            "use a client certificate issued by a CA the server trusts (its client_ca_file), and not expired",
+        ),
+        rustls::Error::AlertReceived(
+            a @ (AlertDescription::HandshakeFailure
+            | AlertDescription::ProtocolVersion
+            | AlertDescription::InsufficientSecurity
+            | AlertDescription::IllegalParameter),
+        ) => Failure::new(
+            ErrorClass::NoCommonProtocol,
+            at,
+            format!("no common TLS version, cipher suite or key exchange group (alert: {a:?})"),
+            "mcpgate speaks TLS 1.2 and 1.3 with modern AEAD suites; the server must allow one of them",
+        ),
+        rustls::Error::PeerIncompatible(p) => Failure::new(
+            ErrorClass::NoCommonProtocol,
+            at,
+            format!("the server's TLS is incompatible: {p:?}"),
+            "the server must allow TLS 1.2 or 1.3 with an ECDHE AEAD suite",
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => Failure::new(
+            ErrorClass::PlaintextOnTlsPort,
+            at,
+            "the server did not answer in TLS (plain HTTP on this port?)",
+            "if the server speaks plain HTTP here, use an http:// URL; otherwise use its TLS port",
+        ),
+        other => Failure::new(ErrorClass::Other, at, format!("TLS failed: {other}"), "run mcpgate probe on the URL for a full diagnosis"),
+    };
+    if f.presented_sha256.is_none() {
+        f.presented_sha256 = presented;
+    }
+    f
+}
+
+fn classify_certificate(ce: &CertificateError, at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>], leaf: Option<&Cert>) -> Failure {
+    let key = &profile.key;
+    match ce {
+        CertificateError::UnknownIssuer => unknown_issuer(at, profile, chain, leaf),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            let when = leaf.map(|l| format!(" on {}", l.not_after)).unwrap_or_default();
+            Failure::new(ErrorClass::Expired, at, format!("the server's certificate expired{when}"), "renew the server's certificate (mcpgate cannot fix an expired certificate on the client side)")
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            let when = leaf.map(|l| format!(" until {}", l.not_before)).unwrap_or_default();
+            Failure::new(ErrorClass::NotYetValid, at, format!("the server's certificate is not valid yet{when}"), "check the clocks of both machines, or wait until the certificate's start date")
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            let names = leaf.map(|l| l.names.join(", ")).filter(|n| !n.is_empty()).unwrap_or_else(|| "no names".into());
+            let sni = at.sni.clone();
+            let first = leaf.and_then(|l| l.names.first().cloned()).unwrap_or_else(|| "<name>".into());
+            Failure::new(
+                ErrorClass::NameMismatch,
+                at,
+                format!("the certificate is not valid for {sni:?}; it covers {names}"),
+                format!("connect with one of those names, or set {key}.server_name: {first} (--server-name {first})"),
+            )
+        }
+        CertificateError::Other(other) => {
+            if let Some(pin) = other.0.downcast_ref::<PinMismatch>() {
+                let presented = hex_fingerprint(&pin.presented);
+                let pinned: Vec<String> = profile.pins.iter().map(hex_fingerprint).collect();
+                let mut f = Failure::new(
+                    ErrorClass::PinChanged,
+                    at,
+                    "the pinned certificate changed".to_string(),
+                    format!("if the server's new certificate is expected, pin it: set {key}.pinned_sha256: [\"{presented}\"] (for a registered server: mcpgate servers trust <name> --fingerprint {presented})"),
+                )
+                .cause(format!("pinned {}, presented {presented}", pinned.join(" / ")));
+                f.presented_sha256 = Some(presented);
+                return f;
+            }
+            Failure::new(ErrorClass::Other, at, format!("certificate rejected: {other}"), "run mcpgate probe on the URL for a full diagnosis")
+        }
+        other => Failure::new(ErrorClass::Other, at, format!("certificate rejected: {other:?}"), "run mcpgate probe on the URL for a full diagnosis"),
+    }
+}
+
+fn unknown_issuer(at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>], leaf: Option<&Cert>) -> Failure {
+    let key = &profile.key;
+    let Some(leaf) = leaf else {
+        return Failure::new(ErrorClass::UnknownIssuer, at, "the server's certificate was issued by a CA that is not trusted", format!("add that CA: {key}.ca_cert: /path/to/ca.pem (--ca)"));
+    };
+    if leaf.self_signed {
+        let fp = hex_fingerprint(&sha256(chain[0].as_ref()));
+        return Failure::new(
+            ErrorClass::SelfSignedNotPinned,
+            at,
+            format!("the server presented a self-signed certificate ({}) that is not pinned", leaf.subject),
+            format!("if you trust it, pin it: {key}.pinned_sha256: [\"{fp}\"] (--pin {fp}); check the fingerprint out of band first"),
+        );
+    }
+    let parsed: Vec<Cert> = chain.iter().skip(1).filter_map(|c| Cert::parse(c.as_ref())).collect();
+    let issuer_sent = parsed.iter().any(|c| c.subject_raw == leaf.issuer_raw);
+    if !issuer_sent {
+        return Failure::new(
+            ErrorClass::IncompleteChain,
+            at,
+            format!("the server sent its certificate without its issuer {:?}, which is not in the trust store either (incomplete chain)", leaf.issuer),
+            format!(
+                "fix the server to send its full chain (its certificate file should hold the leaf, then the intermediate CA); if {:?} is a private CA, trust it with {key}.ca_cert (--ca)",
+                leaf.issuer
+            ),
+        );
+    }
+    let top = parsed.last().map(|c| c.issuer.clone()).unwrap_or_else(|| leaf.issuer.clone());
+    Failure::new(
+        ErrorClass::UnknownIssuer,
+        at,
+        format!("the server's chain ends at {top:?}, a CA that is not trusted"),
+        format!("add that CA's certificate: {key}.ca_cert: /path/to/ca.pem (--ca); it is added to the system store"),
+    )
+}
+
+/// The few facts of a certificate the diagnosis needs.
+pub struct Cert {
+    pub subject: String,
+    pub issuer: String,
+    pub subject_raw: Vec<u8>,
+    pub issuer_raw: Vec<u8>,
+    pub names: Vec<String>,
+    pub not_before: String,
+    pub not_after: String,
+    pub self_signed: bool,
+}
+
+impl Cert {
+    pub fn parse(der: &[u8]) -> Option<Self> {
+        let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = c.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => names.push(ip_text(ip)),
+                    _ => {}
+                }
+            }
+        }
+        let same_name = c.subject().as_raw() == c.issuer().as_raw();
+        let self_signed = same_name && c.verify_signature(None).is_ok();
+        Some(Self {
+            subject: c.subject().to_string(),
+            issuer: c.issuer().to_string(),
+            subject_raw: c.subject().as_raw().to_vec(),
+            issuer_raw: c.issuer().as_raw().to_vec(),
+            names,
+            not_before: c.validity().not_before.to_string(),
+            not_after: c.validity().not_after.to_string(),
+            self_signed,
+        })
+    }
+}
+
+fn ip_text(bytes: &[u8]) -> String {
+    match bytes.len() {
+        4 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(bytes);
+            std::net::Ipv6Addr::from(a).to_string()
+        }
+        _ => format!("{bytes:?}"),
+    }
+}
+
+/// Classifies a TCP-level failure.
+pub fn classify_io(err: &std::io::Error, at: Where) -> Failure {
+    use std::io::ErrorKind::*;
+    let target = at.peer.map(|p| p.to_string()).unwrap_or_else(|| at.url.clone());
+    match err.kind() {
+        ConnectionRefused => Failure::new(ErrorClass::ConnectionRefused, at, format!("connection refused by {target}"), "check the host and port, and that the server is running"),
+        TimedOut => Failure::new(ErrorClass::TimedOut, at, format!("connecting to {target} timed out"), "check the host and port, firewalls, and whether a proxy (HTTPS_PROXY) is needed"),
+        _ => Failure::new(ErrorClass::Other, at, format!("connection failed: {err}"), "check the URL and the network path to the server"),
+    }
+}

@@ -55,7 +55,11 @@ pub async fn run(test_tools: bool) -> std::io::Result<()> {
             Err(_) => continue,
         }
         let Ok(msg) = serde_json::from_slice::<Value>(&buf) else {
-            let _ = demo.out.send(jsonrpc::error(Value::Null, jsonrpc::code::PARSE_ERROR, "parse error"));
+            let _ = demo.out.send(jsonrpc::error(
+                Value::Null,
+                jsonrpc::code::PARSE_ERROR,
+                "parse error",
+            ));
             continue;
         };
         let d = demo.clone();
@@ -87,7 +91,10 @@ impl Demo {
 
     fn notified(&self, msg: &Value) {
         if jsonrpc::method(msg) == Some("notifications/cancelled") {
-            let key = msg.pointer("/params/requestId").map(jsonrpc::id_key).unwrap_or_default();
+            let key = msg
+                .pointer("/params/requestId")
+                .map(jsonrpc::id_key)
+                .unwrap_or_default();
             if let Some(n) = Self::lock(&self.cancelled).get(&key) {
                 n.notify_one();
             }
@@ -114,8 +121,15 @@ impl Demo {
     }
 
     fn initialize(&self, params: &Value) -> Value {
-        let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
-        let version = if VERSIONS.contains(&asked) { asked } else { VERSIONS[VERSIONS.len() - 1] };
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let version = if VERSIONS.contains(&asked) {
+            asked
+        } else {
+            VERSIONS[VERSIONS.len() - 1]
+        };
         json!({
             "protocolVersion": version,
             "capabilities": {"tools": {"listChanged": true}, "logging": {}},
@@ -126,15 +140,50 @@ impl Demo {
 
     fn tools(&self) -> Vec<Value> {
         let mut tools = vec![
-            tool("echo", "Returns the text it is given.", json!({"text": {"type": "string"}}), &["text"]),
-            tool("add", "Adds two numbers.", json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"]),
-            tool("slow", "Waits the given seconds, reporting progress; cancellable.", json!({"seconds": {"type": "number"}}), &[]),
-            tool("large", "Returns a text of the given size in bytes.", json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            tool(
+                "echo",
+                "Returns the text it is given.",
+                json!({"text": {"type": "string"}}),
+                &["text"],
+            ),
+            tool(
+                "add",
+                "Adds two numbers.",
+                json!({"a": {"type": "number"}, "b": {"type": "number"}}),
+                &["a", "b"],
+            ),
+            tool(
+                "slow",
+                "Waits the given seconds, reporting progress; cancellable.",
+                json!({"seconds": {"type": "number"}}),
+                &[],
+            ),
+            tool(
+                "large",
+                "Returns a text of the given size in bytes.",
+                json!({"bytes": {"type": "integer"}}),
+                &["bytes"],
+            ),
         ];
         if self.test_tools {
-            tools.push(tool("crash", "Exits the server process mid-call.", json!({"code": {"type": "integer"}}), &[]));
-            tools.push(tool("ask_client", "Sends a request to the client and returns its answer.", json!({"method": {"type": "string"}, "params": {"type": "object"}}), &["method"]));
-            tools.push(tool("notify", "Sends a log message and tools/list_changed.", json!({"message": {"type": "string"}}), &[]));
+            tools.push(tool(
+                "crash",
+                "Exits the server process mid-call.",
+                json!({"code": {"type": "integer"}}),
+                &[],
+            ));
+            tools.push(tool(
+                "ask_client",
+                "Sends a request to the client and returns its answer.",
+                json!({"method": {"type": "string"}, "params": {"type": "object"}}),
+                &["method"],
+            ));
+            tools.push(tool(
+                "notify",
+                "Sends a log message and tools/list_changed.",
+                json!({"message": {"type": "string"}}),
+                &[],
+            ));
         }
         tools
     }
@@ -142,17 +191,31 @@ impl Demo {
     async fn call(&self, id: &Value, params: &Value) -> Result<Value, (i64, String)> {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
-        let text = |t: String| Ok(json!({"content": [{"type": "text", "text": t}], "isError": false}));
+        let text =
+            |t: String| Ok(json!({"content": [{"type": "text", "text": t}], "isError": false}));
         match name {
-            "echo" => text(args.get("text").and_then(Value::as_str).unwrap_or("").to_string()),
+            "echo" => text(
+                args.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ),
             "add" => {
                 let a = args.get("a").and_then(Value::as_f64).unwrap_or(0.0);
                 let b = args.get("b").and_then(Value::as_f64).unwrap_or(0.0);
                 let sum = a + b;
-                text(if sum.fract() == 0.0 && sum.abs() < 1e15 { format!("{}", sum as i64) } else { sum.to_string() })
+                text(if sum.fract() == 0.0 && sum.abs() < 1e15 {
+                    format!("{}", sum as i64)
+                } else {
+                    sum.to_string()
+                })
             }
             "slow" => {
-                let secs = args.get("seconds").and_then(Value::as_f64).unwrap_or(1.0).clamp(0.0, 600.0);
+                let secs = args
+                    .get("seconds")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1.0)
+                    .clamp(0.0, 600.0);
                 let token = params.pointer("/_meta/progressToken").cloned();
                 let cancel = Arc::new(tokio::sync::Notify::new());
                 let key = jsonrpc::id_key(id);
@@ -165,14 +228,21 @@ impl Demo {
                         _ = cancel.notified() => { outcome = Err((-32800, "cancelled".into())); break; }
                     }
                     if let Some(t) = &token {
-                        let _ = self.out.send(jsonrpc::notification("notifications/progress", json!({"progressToken": t, "progress": step, "total": steps})));
+                        let _ = self.out.send(jsonrpc::notification(
+                            "notifications/progress",
+                            json!({"progressToken": t, "progress": step, "total": steps}),
+                        ));
                     }
                 }
                 Self::lock(&self.cancelled).remove(&key);
                 outcome
             }
             "large" => {
-                let n = args.get("bytes").and_then(Value::as_u64).unwrap_or(1024).min(32 << 20) as usize;
+                let n = args
+                    .get("bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1024)
+                    .min(32 << 20) as usize;
                 text("x".repeat(n))
             }
             "crash" if self.test_tools => {
@@ -180,22 +250,40 @@ impl Demo {
                 std::process::exit(code);
             }
             "ask_client" if self.test_tools => {
-                let method = args.get("method").and_then(Value::as_str).unwrap_or("ping").to_string();
+                let method = args
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ping")
+                    .to_string();
                 let p = args.get("params").cloned().unwrap_or(json!({}));
-                let n = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let rid = json!(format!("demo-{n}"));
                 let (tx, rx) = oneshot::channel();
                 Self::lock(&self.waiting).insert(jsonrpc::id_key(&rid), tx);
-                let _ = self.out.send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}));
+                let _ = self
+                    .out
+                    .send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}));
                 match tokio::time::timeout(Duration::from_secs(30), rx).await {
                     Ok(Ok(answer)) => text(answer.to_string()),
                     _ => Err((-32001, "the client did not answer".into())),
                 }
             }
             "notify" if self.test_tools => {
-                let m = args.get("message").and_then(Value::as_str).unwrap_or("hello").to_string();
-                let _ = self.out.send(jsonrpc::notification("notifications/message", json!({"level": "info", "data": m})));
-                let _ = self.out.send(jsonrpc::notification("notifications/tools/list_changed", json!({})));
+                let m = args
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("hello")
+                    .to_string();
+                let _ = self.out.send(jsonrpc::notification(
+                    "notifications/message",
+                    json!({"level": "info", "data": m}),
+                ));
+                let _ = self.out.send(jsonrpc::notification(
+                    "notifications/tools/list_changed",
+                    json!({}),
+                ));
                 text("notified".into())
             }
             other => Err((-32602, format!("unknown tool: {other}"))),

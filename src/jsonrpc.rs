@@ -37,7 +37,9 @@ pub fn kind(v: &Value) -> Kind {
         Some(Value::String(_)) if has_id => Kind::Request,
         Some(Value::String(_)) if !obj.contains_key("id") => Kind::Notification,
         Some(_) => Kind::Invalid,
-        None if has_id && (obj.contains_key("result") || obj.contains_key("error")) => Kind::Response,
+        None if has_id && (obj.contains_key("result") || obj.contains_key("error")) => {
+            Kind::Response
+        }
         // An error response to a message whose id could not be read carries "id": null.
         None if obj.get("id") == Some(&Value::Null) && obj.contains_key("error") => Kind::Response,
         None => Kind::Invalid,
@@ -59,7 +61,10 @@ pub fn method(v: &Value) -> Option<&str> {
 
 /// The progress token a request asks progress notifications under, as a key.
 pub fn progress_token(v: &Value) -> Option<String> {
-    v.get("params")?.get("_meta")?.get("progressToken").map(id_key)
+    v.get("params")?
+        .get("_meta")?
+        .get("progressToken")
+        .map(id_key)
 }
 
 /// A JSON-RPC error response.
@@ -74,7 +79,9 @@ pub fn notification(method: &str, params: Value) -> Value {
 
 /// Replaces the `id` of an object frame, returning the old one.
 pub fn replace_id(frame: &mut Value, id: Value) -> Option<Value> {
-    frame.as_object_mut().and_then(|o: &mut Map<String, Value>| o.insert("id".into(), id))
+    frame
+        .as_object_mut()
+        .and_then(|o: &mut Map<String, Value>| o.insert("id".into(), id))
 }
 
 #[cfg(test)]
@@ -83,13 +90,34 @@ mod tests {
 
     #[test]
     fn classifies_messages() {
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","id":1,"method":"x"})), Kind::Request);
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","method":"x"})), Kind::Notification);
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","id":"a","result":{}})), Kind::Response);
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","id":null,"error":{}})), Kind::Response);
-        assert_eq!(kind(&json!({"jsonrpc":"1.0","id":1,"method":"x"})), Kind::Invalid);
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","id":1.5,"method":"x"})), Kind::Invalid);
-        assert_eq!(kind(&json!({"jsonrpc":"2.0","id":{},"method":"x"})), Kind::Invalid);
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":1,"method":"x"})),
+            Kind::Request
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","method":"x"})),
+            Kind::Notification
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":"a","result":{}})),
+            Kind::Response
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":null,"error":{}})),
+            Kind::Response
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"1.0","id":1,"method":"x"})),
+            Kind::Invalid
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":1.5,"method":"x"})),
+            Kind::Invalid
+        );
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":{},"method":"x"})),
+            Kind::Invalid
+        );
         assert_eq!(kind(&json!([1])), Kind::Invalid);
     }
 

@@ -1,11 +1,16 @@
 //! The command line: one file per subcommand; this file parses and dispatches.
 
+pub mod connect;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mcpgate", version, about = "A TLS-first gateway for the Model Context Protocol")]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "A TLS-first gateway for the Model Context Protocol"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -15,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP over HTTPS (Streamable HTTP at /mcp, legacy SSE at /sse) in front of a stdio server.
     Serve(Box<serve::ServeArgs>),
+    /// Bridge local stdio to a remote HTTPS MCP server (for desktop clients).
+    Connect(Box<connect::ConnectArgs>),
     /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
     DemoServer {
         /// Also offer tools that exercise a gateway: crash, ask_client, notify.
@@ -26,7 +33,10 @@ pub enum Command {
 /// Runs the CLI; returns the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -36,7 +46,10 @@ pub fn run() -> i32 {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
-            Command::DemoServer { test_tools } => crate::demo::run(test_tools).await.map_err(anyhow::Error::from),
+            Command::Connect(args) => connect::run(*args).await,
+            Command::DemoServer { test_tools } => crate::demo::run(test_tools)
+                .await
+                .map_err(anyhow::Error::from),
         }
     });
     match result {
@@ -51,5 +64,9 @@ fn report(e: &anyhow::Error) -> i32 {
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    if e.downcast_ref::<crate::config::ConfigError>().is_some() { 2 } else { 1 }
+    if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+        2
+    } else {
+        1
+    }
 }

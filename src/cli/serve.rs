@@ -73,24 +73,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         check_command(&upstream.name, &spec.command)?;
     }
     if args.check_config {
-        println!("config OK: listen {}, {}, upstream {:?}", config.server.listen, describe_listener(&config, built.as_ref()), upstream.name);
+        println!(
+            "config OK: listen {}, {}, upstream {:?}",
+            config.server.listen,
+            describe_listener(&config, built.as_ref()),
+            upstream.name
+        );
         return Ok(());
     }
     if let Some(b) = &built {
         if b.dev_ca.is_some() && !config.server.listen.ip().is_loopback() {
-            tracing::warn!("serving a development certificate on a non-loopback address; set tls.cert_file and tls.key_file for production");
+            tracing::warn!(
+                "serving a development certificate on a non-loopback address; set tls.cert_file and tls.key_file for production"
+            );
         }
     }
-    if matches!(config.listener, ListenerSecurity::Plaintext) && !config.server.listen.ip().is_loopback() {
-        tracing::warn!("INSECURE: serving plain HTTP on {}: tokens and tool data travel in clear text", config.server.listen);
+    if matches!(config.listener, ListenerSecurity::Plaintext)
+        && !config.server.listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            "INSECURE: serving plain HTTP on {}: tokens and tool data travel in clear text",
+            config.server.listen
+        );
     }
-    let listener = TcpListener::bind(config.server.listen).await.with_context(|| {
-        format!("cannot listen on {} (server.listen); is another process using the port?", config.server.listen)
-    })?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen); is another process using the port?",
+                config.server.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
-    let router = Router::new(upstream, config.server.limits.clone()).await.map_err(anyhow::Error::msg)?;
+    let router = Router::new(upstream, config.server.limits.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
     router.spawn_reaper();
-    let app = App::new(router, &config.server, &config.auth, config.logging.tls_debug);
+    let app = App::new(
+        router,
+        &config.server,
+        &config.auth,
+        config.logging.tls_debug,
+    );
     let live = built.as_ref().map(|b| {
         let live = reload::LiveServerConfig::new(b.config.clone());
         if let ListenerSecurity::Tls(tls) = &config.listener {
@@ -107,7 +131,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn describe_listener(config: &Config, built: Option<&tls_server::BuiltServerTls>) -> String {
     match (&config.listener, built) {
-        (ListenerSecurity::Tls(t), Some(b)) => format!("TLS with {} (client_auth {:?})", b.cert_file.display(), t.client_auth),
+        (ListenerSecurity::Tls(t), Some(b)) => format!(
+            "TLS with {} (client_auth {:?})",
+            b.cert_file.display(),
+            t.client_auth
+        ),
         _ => "plain HTTP".to_string(),
     }
 }
@@ -120,7 +148,10 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
     };
     if let Some(mode) = &raw.mode {
         if mode != "server" {
-            return Err(ConfigError::new("mode", format!("is {mode:?}, but this is serve")).hint("use mode: server, or run mcpgate connect for a client config"));
+            return Err(
+                ConfigError::new("mode", format!("is {mode:?}, but this is serve"))
+                    .hint("use mode: server, or run mcpgate connect for a client config"),
+            );
         }
     }
     if let Some(l) = &args.listen {
@@ -143,7 +174,11 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
     }
     for var in &args.bearer_env {
         let token = std::env::var(var).map_err(|_| {
-            ConfigError::new("--bearer-env", format!("environment variable {var} is not set")).hint(format!("export {var}=<token> before starting mcpgate"))
+            ConfigError::new(
+                "--bearer-env",
+                format!("environment variable {var} is not set"),
+            )
+            .hint(format!("export {var}=<token> before starting mcpgate"))
         })?;
         raw.auth.tokens.get_or_insert_with(Vec::new).push(token);
     }
@@ -157,16 +192,31 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
         raw.logging.format = Some(f.clone());
     }
     raw.logging.tls_debug |= args.debug_tls;
-    let mut config = config::resolve(raw, args.config.as_deref()).map_err(|e| e.in_file(args.config.clone()))?;
+    let mut config =
+        config::resolve(raw, args.config.as_deref()).map_err(|e| e.in_file(args.config.clone()))?;
     if !args.command.is_empty() {
         if !config.upstreams.is_empty() {
-            return Err(ConfigError::new("-- <command>", "was given, but the config also defines upstreams").hint("give the server either after -- or in the config file, not both"));
+            return Err(ConfigError::new(
+                "-- <command>",
+                "was given, but the config also defines upstreams",
+            )
+            .hint("give the server either after -- or in the config file, not both"));
         }
-        config.upstreams.extend(config::stdio_from_cli(args.command.clone(), args.shared));
+        config
+            .upstreams
+            .extend(config::stdio_from_cli(args.command.clone(), args.shared));
     } else if config.upstreams.is_empty() {
-        let exe = std::env::current_exe().map_err(|e| ConfigError::new("", format!("cannot find mcpgate's own executable for the demo server: {e}")))?;
-        let mut demo = config::stdio_from_cli(vec![exe.display().to_string(), "demo-server".into()], args.shared)
-            .ok_or_else(|| ConfigError::new("", "no upstream"))?;
+        let exe = std::env::current_exe().map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("cannot find mcpgate's own executable for the demo server: {e}"),
+            )
+        })?;
+        let mut demo = config::stdio_from_cli(
+            vec![exe.display().to_string(), "demo-server".into()],
+            args.shared,
+        )
+        .ok_or_else(|| ConfigError::new("", "no upstream"))?;
         demo.name = "demo".into();
         config.upstreams.push(demo);
     } else if args.shared {
@@ -182,10 +232,14 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
 fn only_upstream(config: &Config) -> Result<&config::UpstreamSpec, ConfigError> {
     match config.upstreams.as_slice() {
         [one] => Ok(one),
-        [] => Err(ConfigError::new("mcp_servers", "is empty").hint("give a stdio server after --, or in mcp_servers")),
+        [] => Err(ConfigError::new("mcp_servers", "is empty")
+            .hint("give a stdio server after --, or in mcp_servers")),
         many => Err(ConfigError::new(
             "mcp_servers",
-            format!("lists {} servers; this build serves one (the gateway over many is not built yet)", many.len()),
+            format!(
+                "lists {} servers; this build serves one (the gateway over many is not built yet)",
+                many.len()
+            ),
         )
         .hint("keep one entry in mcp_servers")),
     }
@@ -197,7 +251,8 @@ fn check_command(name: &str, command: &str) -> Result<(), ConfigError> {
     if command.contains('/') {
         let p = std::path::Path::new(command);
         if !p.exists() {
-            return Err(ConfigError::new(key, format!("{command:?} does not exist")).hint("give the full path of the MCP server's executable"));
+            return Err(ConfigError::new(key, format!("{command:?} does not exist"))
+                .hint("give the full path of the MCP server's executable"));
         }
         return Ok(());
     }
@@ -205,12 +260,19 @@ fn check_command(name: &str, command: &str) -> Result<(), ConfigError> {
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(command).is_file()))
         .unwrap_or(false);
     if !found {
-        return Err(ConfigError::new(key, format!("{command:?} is not found in PATH")).hint("install it, or give its full path"));
+        return Err(
+            ConfigError::new(key, format!("{command:?} is not found in PATH"))
+                .hint("install it, or give its full path"),
+        );
     }
     Ok(())
 }
 
-fn print_banner(config: &Config, addr: std::net::SocketAddr, built: Option<&tls_server::BuiltServerTls>) {
+fn print_banner(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    built: Option<&tls_server::BuiltServerTls>,
+) {
     let scheme = if built.is_some() { "https" } else { "http" };
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
@@ -223,8 +285,13 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, built: Option<&tls_
     println!("  legacy SSE:      {base}/sse");
     if let Some(ca) = built.and_then(|b| b.dev_ca.as_ref()) {
         println!("  development CA:  {}", ca.display());
-        println!("  try it:          curl --cacert {} -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \\", ca.display());
-        println!("                     -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' {base}/mcp");
+        println!(
+            "  try it:          curl --cacert {} -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \\",
+            ca.display()
+        );
+        println!(
+            "                     -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}' {base}/mcp"
+        );
     }
     if !config.auth.bearer_tokens.is_empty() {
         println!("  auth:            bearer token required (Authorization: Bearer <token>)");
@@ -237,13 +304,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

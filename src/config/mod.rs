@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
-pub use resolve::{default_data_dir, name_from_command, parse_duration, parse_fingerprint, parse_listen, resolve, stdio_from_cli};
+pub use resolve::{
+    default_data_dir, name_from_command, parse_duration, parse_fingerprint, parse_listen, resolve,
+    stdio_from_cli,
+};
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -74,7 +77,10 @@ pub struct ListenerTls {
 
 #[derive(Debug, Clone)]
 pub enum Identity {
-    Files { cert_file: PathBuf, key_file: PathBuf },
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
     /// No certificate configured: a development CA and server certificate in the data dir.
     DevCa,
 }

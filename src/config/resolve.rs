@@ -69,10 +69,11 @@ pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigErro
             None | Some("text") => false,
             Some("json") => true,
             Some(other) => {
-                return Err(
-                    ConfigError::new("logging.format", format!("{other:?} is not a log format"))
-                        .hint("use text or json"),
-                );
+                return Err(ConfigError::new(
+                    "logging.format",
+                    format!("{other:?} is not a log format"),
+                )
+                .hint("use text or json"));
             }
         },
         tls_debug: raw.logging.tls_debug,
@@ -148,8 +149,11 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
         text.to_string()
     };
     normalized.parse().map_err(|_| {
-        ConfigError::new("server.listen", format!("{text:?} is not an address and port"))
-            .hint("write it as 127.0.0.1:8443, [::1]:8443 or 0.0.0.0:8443")
+        ConfigError::new(
+            "server.listen",
+            format!("{text:?} is not an address and port"),
+        )
+        .hint("write it as 127.0.0.1:8443, [::1]:8443 or 0.0.0.0:8443")
     })
 }
 
@@ -169,8 +173,11 @@ fn resolve_listener(
         ("tls.insecure_skip_verify", tls.insecure_skip_verify),
     ] {
         if set {
-            return Err(ConfigError::new(key, "is an outbound (client) setting, not a listener one")
-                .hint("put it under mcp_servers.<name>.tls, or use mode: client for connect"));
+            return Err(ConfigError::new(
+                key,
+                "is an outbound (client) setting, not a listener one",
+            )
+            .hint("put it under mcp_servers.<name>.tls, or use mode: client for connect"));
         }
     }
     if tls.enabled == Some(false) {
@@ -190,16 +197,28 @@ fn resolve_listener(
         },
         (None, None) => Identity::DevCa,
         (Some(_), None) => {
-            return Err(ConfigError::new("tls.key_file", "is missing while tls.cert_file is set")
-                .hint("give the private key of the certificate in tls.key_file"));
+            return Err(
+                ConfigError::new("tls.key_file", "is missing while tls.cert_file is set")
+                    .hint("give the private key of the certificate in tls.key_file"),
+            );
         }
         (None, Some(_)) => {
-            return Err(ConfigError::new("tls.cert_file", "is missing while tls.key_file is set")
-                .hint("give the certificate chain (PEM) in tls.cert_file"));
+            return Err(
+                ConfigError::new("tls.cert_file", "is missing while tls.key_file is set")
+                    .hint("give the certificate chain (PEM) in tls.cert_file"),
+            );
         }
     };
-    let min_version = tls_version("tls.min_version", tls.min_version.as_deref(), TlsVersion::V1_2)?;
-    let max_version = tls_version("tls.max_version", tls.max_version.as_deref(), TlsVersion::V1_3)?;
+    let min_version = tls_version(
+        "tls.min_version",
+        tls.min_version.as_deref(),
+        TlsVersion::V1_2,
+    )?;
+    let max_version = tls_version(
+        "tls.max_version",
+        tls.max_version.as_deref(),
+        TlsVersion::V1_3,
+    )?;
     if min_version > max_version {
         return Err(ConfigError::new(
             "tls.min_version",
@@ -225,7 +244,10 @@ fn resolve_listener(
     if matches!(client_auth, ClientAuth::Request | ClientAuth::Verify) && client_ca_file.is_none() {
         return Err(ConfigError::new(
             "tls.client_ca_file",
-            format!("is missing, but client_auth is {:?}", tls.client_auth.as_deref().unwrap_or("")),
+            format!(
+                "is missing, but client_auth is {:?}",
+                tls.client_auth.as_deref().unwrap_or("")
+            ),
         )
         .hint("give the CA that signs client certificates in tls.client_ca_file"));
     }
@@ -245,7 +267,11 @@ fn resolve_listener(
     }))
 }
 
-fn tls_version(key: &str, value: Option<&str>, default: TlsVersion) -> Result<TlsVersion, ConfigError> {
+fn tls_version(
+    key: &str,
+    value: Option<&str>,
+    default: TlsVersion,
+) -> Result<TlsVersion, ConfigError> {
     match value {
         None => Ok(default),
         Some("1.2") | Some("TLS1.2") | Some("TLSv1.2") => Ok(TlsVersion::V1_2),
@@ -276,17 +302,23 @@ fn resolve_auth(raw: &super::raw::RawAuth) -> Result<Auth, ConfigError> {
         None | Some("bearer") => {}
         Some("none") if tokens.is_empty() => return Ok(Auth::default()),
         Some("none") => {
-            return Err(ConfigError::new("auth.type", "is none, but tokens are configured")
-                .hint("set auth.type: bearer, or remove the tokens"));
+            return Err(
+                ConfigError::new("auth.type", "is none, but tokens are configured")
+                    .hint("set auth.type: bearer, or remove the tokens"),
+            );
         }
         Some(other) => {
-            return Err(ConfigError::new("auth.type", format!("{other:?} is not supported"))
-                .hint("use bearer (with auth.bearer.tokens) or none"));
+            return Err(
+                ConfigError::new("auth.type", format!("{other:?} is not supported"))
+                    .hint("use bearer (with auth.bearer.tokens) or none"),
+            );
         }
     }
     if raw.kind.as_deref() == Some("bearer") && tokens.is_empty() {
-        return Err(ConfigError::new("auth.bearer.tokens", "is empty, but auth.type is bearer")
-            .hint("list at least one token, e.g. tokens: [\"${MCP_AUTH_TOKEN}\"]"));
+        return Err(
+            ConfigError::new("auth.bearer.tokens", "is empty, but auth.type is bearer")
+                .hint("list at least one token, e.g. tokens: [\"${MCP_AUTH_TOKEN}\"]"),
+        );
     }
     for (key, token) in &tokens {
         if token.trim().is_empty() {
@@ -299,7 +331,11 @@ fn resolve_auth(raw: &super::raw::RawAuth) -> Result<Auth, ConfigError> {
     })
 }
 
-fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<UpstreamSpec, ConfigError> {
+fn resolve_upstream(
+    name: &str,
+    up: &RawUpstream,
+    paths: &Paths,
+) -> Result<UpstreamSpec, ConfigError> {
     let key = format!("mcp_servers.{name}");
     let transport = up.transport.as_deref();
     let is_stdio = match (transport, &up.command, &up.url) {
@@ -309,8 +345,10 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
         }
         (Some("stdio"), _, None) | (None, Some(_), None) => true,
         (Some("stdio"), _, Some(_)) => {
-            return Err(ConfigError::new(format!("{key}.url"), "is set, but transport is stdio")
-                .hint("remove url, or set transport: http | sse | auto"));
+            return Err(
+                ConfigError::new(format!("{key}.url"), "is set, but transport is stdio")
+                    .hint("remove url, or set transport: http | sse | auto"),
+            );
         }
         (_, None, Some(_)) => false,
         (_, None, None) => {
@@ -320,7 +358,10 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
         (Some(_), Some(_), None) => {
             return Err(ConfigError::new(
                 format!("{key}.transport"),
-                format!("{:?} needs a url, but only command is set", transport.unwrap_or("")),
+                format!(
+                    "{:?} needs a url, but only command is set",
+                    transport.unwrap_or("")
+                ),
             )
             .hint("use transport: stdio for a command"));
         }
@@ -334,11 +375,17 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
             ("headers", !up.headers.is_empty()),
         ] {
             if set {
-                return Err(ConfigError::new(format!("{key}.{k}"), "applies to remote servers only")
-                    .hint("remove it: a stdio server is reached through its command"));
+                return Err(ConfigError::new(
+                    format!("{key}.{k}"),
+                    "applies to remote servers only",
+                )
+                .hint("remove it: a stdio server is reached through its command"));
             }
         }
-        let command = nonempty(&format!("{key}.command"), up.command.as_deref().unwrap_or(""))?;
+        let command = nonempty(
+            &format!("{key}.command"),
+            up.command.as_deref().unwrap_or(""),
+        )?;
         return Ok(UpstreamSpec {
             name: name.to_string(),
             kind: UpstreamKind::Stdio(StdioSpec {
@@ -346,7 +393,10 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
                 args: up.args.clone(),
                 env: up.env.clone(),
                 cwd: up.cwd.as_deref().map(|c| paths.resolve(c)),
-                session_mode: session_mode(&format!("{key}.session_mode"), up.session_mode.as_deref())?,
+                session_mode: session_mode(
+                    &format!("{key}.session_mode"),
+                    up.session_mode.as_deref(),
+                )?,
             }),
         });
     }
@@ -359,13 +409,19 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
                 .clone()
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
-                    ConfigError::new(format!("{key}.authentication_token"), "is missing or empty, but auth_type is bearer_token")
-                        .hint("set authentication_token: \"${TOKEN_VAR}\"")
+                    ConfigError::new(
+                        format!("{key}.authentication_token"),
+                        "is missing or empty, but auth_type is bearer_token",
+                    )
+                    .hint("set authentication_token: \"${TOKEN_VAR}\"")
                 })?,
         ),
         Some(other) => {
-            return Err(ConfigError::new(format!("{key}.auth_type"), format!("{other:?} is not supported"))
-                .hint("use bearer_token or none"));
+            return Err(ConfigError::new(
+                format!("{key}.auth_type"),
+                format!("{other:?} is not supported"),
+            )
+            .hint("use bearer_token or none"));
         }
     };
     Ok(UpstreamSpec {
@@ -375,8 +431,17 @@ fn resolve_upstream(name: &str, up: &RawUpstream, paths: &Paths) -> Result<Upstr
             transport: remote_transport(&format!("{key}.transport"), transport)?,
             bearer_token,
             headers: up.headers.clone(),
-            trust: resolve_trust(&format!("{key}.tls"), up.tls.as_ref(), up.ssl_verify.as_ref(), paths)?,
-            timeout: duration_or(&format!("{key}.timeout"), up.timeout.as_deref(), Duration::from_secs(60))?,
+            trust: resolve_trust(
+                &format!("{key}.tls"),
+                up.tls.as_ref(),
+                up.ssl_verify.as_ref(),
+                paths,
+            )?,
+            timeout: duration_or(
+                &format!("{key}.timeout"),
+                up.timeout.as_deref(),
+                Duration::from_secs(60),
+            )?,
         }),
     })
 }
@@ -421,13 +486,21 @@ fn resolve_trust(
         None | Some("append") => CaMode::Append,
         Some("replace") => CaMode::Replace,
         Some(other) => {
-            return Err(ConfigError::new(format!("{key}.ca_mode"), format!("{other:?} is not a ca_mode"))
-                .hint("use append (system store plus ca_cert, the default) or replace (ca_cert only)"));
+            return Err(ConfigError::new(
+                format!("{key}.ca_mode"),
+                format!("{other:?} is not a ca_mode"),
+            )
+            .hint(
+                "use append (system store plus ca_cert, the default) or replace (ca_cert only)",
+            ));
         }
     };
     if spec.ca_mode == CaMode::Replace && spec.ca_cert.is_none() {
-        return Err(ConfigError::new(format!("{key}.ca_mode"), "is replace, but no ca_cert is given")
-            .hint("set ca_cert to the CA file or directory to trust"));
+        return Err(ConfigError::new(
+            format!("{key}.ca_mode"),
+            "is replace, but no ca_cert is given",
+        )
+        .hint("set ca_cert to the CA file or directory to trust"));
     }
     if tls.insecure_skip_verify {
         spec.verify = false;
@@ -436,12 +509,18 @@ fn resolve_trust(
         (Some(c), Some(k)) => Some((paths.resolve(c), paths.resolve(k))),
         (None, None) => None,
         (Some(_), None) => {
-            return Err(ConfigError::new(format!("{key}.key_file"), "is missing while cert_file is set")
-                .hint("give the client certificate's private key"));
+            return Err(ConfigError::new(
+                format!("{key}.key_file"),
+                "is missing while cert_file is set",
+            )
+            .hint("give the client certificate's private key"));
         }
         (None, Some(_)) => {
-            return Err(ConfigError::new(format!("{key}.cert_file"), "is missing while key_file is set")
-                .hint("give the client certificate (PEM)"));
+            return Err(ConfigError::new(
+                format!("{key}.cert_file"),
+                "is missing while key_file is set",
+            )
+            .hint("give the client certificate (PEM)"));
         }
     };
     spec.server_name = tls.server_name.clone();
@@ -451,7 +530,10 @@ fn resolve_trust(
                 .hint("give the SHA-256 fingerprint as 64 hex digits, colons allowed (mcpgate probe prints it)")
         })?);
     }
-    spec.configured = ssl_verify.is_some() || tls.ca_cert.is_some() || tls.insecure_skip_verify || !spec.pinned_sha256.is_empty();
+    spec.configured = ssl_verify.is_some()
+        || tls.ca_cert.is_some()
+        || tls.insecure_skip_verify
+        || !spec.pinned_sha256.is_empty();
     Ok(spec)
 }
 
@@ -477,20 +559,26 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
 fn remote_transport(key: &str, value: Option<&str>) -> Result<RemoteTransport, ConfigError> {
     match value {
         None | Some("auto") => Ok(RemoteTransport::Auto),
-        Some("http") | Some("streamable_http") | Some("streamable-http") | Some("streamablehttp") => {
-            Ok(RemoteTransport::StreamableHttp)
-        }
+        Some("http")
+        | Some("streamable_http")
+        | Some("streamable-http")
+        | Some("streamablehttp") => Ok(RemoteTransport::StreamableHttp),
         Some("sse") => Ok(RemoteTransport::Sse),
-        Some(other) => Err(ConfigError::new(key, format!("{other:?} is not a transport"))
-            .hint("use http (Streamable HTTP), sse (legacy HTTP+SSE), auto, or stdio with a command")),
+        Some(other) => Err(
+            ConfigError::new(key, format!("{other:?} is not a transport")).hint(
+                "use http (Streamable HTTP), sse (legacy HTTP+SSE), auto, or stdio with a command",
+            ),
+        ),
     }
 }
 
 fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {
     let lower = url.to_ascii_lowercase();
     if !(lower.starts_with("https://") || lower.starts_with("http://")) {
-        return Err(ConfigError::new(key, format!("{url:?} is not an http(s) URL"))
-            .hint("write the full URL, e.g. https://mcp.example.com/mcp"));
+        return Err(
+            ConfigError::new(key, format!("{url:?} is not an http(s) URL"))
+                .hint("write the full URL, e.g. https://mcp.example.com/mcp"),
+        );
     }
     Ok(url.to_string())
 }
@@ -506,7 +594,9 @@ fn session_mode(key: &str, value: Option<&str>) -> Result<SessionMode, ConfigErr
 
 fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
     if value.trim().is_empty() {
-        return Err(ConfigError::new(key, "is empty").hint("give the command that starts the MCP server"));
+        return Err(
+            ConfigError::new(key, "is empty").hint("give the command that starts the MCP server")
+        );
     }
     Ok(value.to_string())
 }
@@ -514,10 +604,15 @@ fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
 fn check_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !ok {
-        return Err(ConfigError::new(format!("mcp_servers.{name}"), "is not a valid server name")
-            .hint("use 1 to 64 letters, digits, '_' or '-' (the name appears in URLs and tool names)"));
+        return Err(
+            ConfigError::new(format!("mcp_servers.{name}"), "is not a valid server name").hint(
+                "use 1 to 64 letters, digits, '_' or '-' (the name appears in URLs and tool names)",
+            ),
+        );
     }
     Ok(())
 }
@@ -530,10 +625,20 @@ pub fn name_from_command(command: &str) -> String {
         .unwrap_or("mcp");
     let cleaned: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    if cleaned.is_empty() { "mcp".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "mcp".into()
+    } else {
+        cleaned
+    }
 }
 
 fn log_level(value: Option<&str>) -> Result<String, ConfigError> {
@@ -541,8 +646,11 @@ fn log_level(value: Option<&str>) -> Result<String, ConfigError> {
         None => Ok("info".into()),
         Some(v @ ("trace" | "debug" | "info" | "warn" | "error")) => Ok(v.to_string()),
         Some("warning") => Ok("warn".into()),
-        Some(other) => Err(ConfigError::new("logging.level", format!("{other:?} is not a log level"))
-            .hint("use trace, debug, info, warn or error")),
+        Some(other) => Err(ConfigError::new(
+            "logging.level",
+            format!("{other:?} is not a log level"),
+        )
+        .hint("use trace, debug, info, warn or error")),
     }
 }
 
@@ -550,7 +658,9 @@ fn size(key: &str, value: Option<u64>, default: usize) -> Result<usize, ConfigEr
     match value {
         None => Ok(default),
         Some(0) => Err(ConfigError::new(key, "is 0").hint("give a positive number")),
-        Some(v) => usize::try_from(v).map_err(|_| ConfigError::new(key, format!("{v} is too large"))),
+        Some(v) => {
+            usize::try_from(v).map_err(|_| ConfigError::new(key, format!("{v} is too large")))
+        }
     }
 }
 
@@ -567,7 +677,9 @@ fn duration_or(key: &str, value: Option<&str>, default: Duration) -> Result<Dura
 /// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit.trim() {
@@ -605,7 +717,11 @@ pub fn stdio_from_cli(command: Vec<String>, shared: bool) -> Option<UpstreamSpec
             args: parts.collect(),
             env: BTreeMap::new(),
             cwd: None,
-            session_mode: if shared { SessionMode::Shared } else { SessionMode::Isolated },
+            session_mode: if shared {
+                SessionMode::Shared
+            } else {
+                SessionMode::Isolated
+            },
         }),
     })
 }

@@ -45,7 +45,9 @@ impl Router {
         };
         let health = Arc::new(Health::new(&upstream.name));
         let shared = match spec.session_mode {
-            SessionMode::Shared => Some(StdioHub::start(&upstream.name, spec.clone(), health.clone()).await?),
+            SessionMode::Shared => {
+                Some(StdioHub::start(&upstream.name, spec.clone(), health.clone()).await?)
+            }
             SessionMode::Isolated => None,
         };
         Ok(Arc::new(Self {
@@ -62,7 +64,11 @@ impl Router {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub async fn create_session(&self, flavor: Flavor, identity: Option<String>) -> Result<Arc<Session>, CreateError> {
+    pub async fn create_session(
+        &self,
+        flavor: Flavor,
+        identity: Option<String>,
+    ) -> Result<Arc<Session>, CreateError> {
         if self.map().len() >= self.limits.max_sessions {
             return Err(CreateError::TooManySessions(self.limits.max_sessions));
         }
@@ -79,7 +85,9 @@ impl Router {
             if owns {
                 hub.close();
             }
-            return Err(CreateError::Upstream("the system random number generator failed".into()));
+            return Err(CreateError::Upstream(
+                "the system random number generator failed".into(),
+            ));
         };
         let session = Session::new(id.clone(), flavor, identity.clone(), hub, owns);
         let mut map = self.map();
@@ -170,4 +178,3 @@ fn new_session_id() -> Option<String> {
     aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
-

@@ -54,7 +54,13 @@ struct Outbox {
 }
 
 impl Session {
-    pub fn new(id: String, flavor: Flavor, identity: Option<String>, hub: Arc<StdioHub>, owns_hub: bool) -> Arc<Self> {
+    pub fn new(
+        id: String,
+        flavor: Flavor,
+        identity: Option<String>,
+        hub: Arc<StdioHub>,
+        owns_hub: bool,
+    ) -> Arc<Self> {
         let session = Arc::new_cyclic(|me| Self {
             id,
             flavor,
@@ -88,8 +94,12 @@ impl Session {
         let sink: Arc<dyn Sink> = me;
         if let Err(e) = self.hub.send(&sink, frame) {
             match (kind, id) {
-                (Kind::Request, Some(id)) => self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e.0)),
-                _ => tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", self.hub.name(), e.0),
+                (Kind::Request, Some(id)) => {
+                    self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e.0))
+                }
+                _ => {
+                    tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", self.hub.name(), e.0)
+                }
             }
         }
     }
@@ -122,7 +132,10 @@ impl Session {
     }
 
     pub fn has_stream(&self) -> bool {
-        self.outbox().stream.as_ref().is_some_and(|s| !s.is_closed())
+        self.outbox()
+            .stream
+            .as_ref()
+            .is_some_and(|s| !s.is_closed())
     }
 
     pub fn touch(&self) {
@@ -130,12 +143,18 @@ impl Session {
     }
 
     pub fn idle_for(&self) -> Duration {
-        self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+        self.last_active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     /// The protocol version the upstream agreed to in `initialize`.
     pub fn protocol_version(&self) -> Option<String> {
-        self.protocol_version.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.protocol_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Detaches from the upstream and stops a child this session owns.
@@ -157,8 +176,14 @@ impl Sink for Session {
         let mut out = self.outbox();
         if out.init_key.as_deref() == Some(key.as_str()) {
             out.init_key = None;
-            if let Some(v) = frame.pointer("/result/protocolVersion").and_then(Value::as_str) {
-                *self.protocol_version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
+            if let Some(v) = frame
+                .pointer("/result/protocolVersion")
+                .and_then(Value::as_str)
+            {
+                *self
+                    .protocol_version
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(v.to_string());
             }
         }
         if let Some(tx) = out.waiters.remove(&key) {
@@ -172,7 +197,9 @@ impl Sink for Session {
             }
             // Streamable HTTP: a response whose POST is gone has nowhere to go (the spec keeps
             // responses off the GET stream).
-            _ => tracing::debug!(session = %self.id, "response for a closed request stream dropped"),
+            _ => {
+                tracing::debug!(session = %self.id, "response for a closed request stream dropped")
+            }
         }
     }
 

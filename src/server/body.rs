@@ -113,7 +113,10 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Sse(s) => s.poll_next(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
@@ -155,7 +158,11 @@ impl SseBody {
                 let secs = self.timeout.as_secs_f64();
                 let mut out = Vec::new();
                 for (_, id) in self.awaiting.take().unwrap_or_default() {
-                    let e = jsonrpc::error(id, code::UPSTREAM_TIMEOUT, format!("upstream did not answer within {secs}s (server.request_timeout)"));
+                    let e = jsonrpc::error(
+                        id,
+                        code::UPSTREAM_TIMEOUT,
+                        format!("upstream did not answer within {secs}s (server.request_timeout)"),
+                    );
                     out.extend_from_slice(&sse::message(&e));
                 }
                 return Poll::Ready(Some(Bytes::from(out)));

@@ -23,7 +23,11 @@ impl Guard {
     pub fn new(server: &ServerSettings, tokens: &[String]) -> Self {
         Self {
             tokens: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
-            allowed_origins: server.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            allowed_origins: server
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             allowed_hosts: server
                 .allowed_hosts
                 .as_ref()
@@ -42,10 +46,12 @@ impl Guard {
         if headers.get_all(HOST).iter().count() > 1 {
             return Err(Refusal::Forbidden("more than one Host header".into()));
         }
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        let authority = uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+            headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
         let Some(authority) = authority else {
             return Ok(()); // HTTP/1.0 without Host: nothing a browser would send
         };
@@ -68,11 +74,18 @@ impl Guard {
         let Some(origin) = headers.get(ORIGIN) else {
             return Ok(()); // non-browser clients send none
         };
-        let text = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
+        let text = origin
+            .to_str()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
         if self.allowed_origins.iter().any(|o| o == "*" || *o == text) {
             return Ok(());
         }
-        let host = text.split_once("://").map(|(_, rest)| host_of(rest)).unwrap_or_default();
+        let host = text
+            .split_once("://")
+            .map(|(_, rest)| host_of(rest))
+            .unwrap_or_default();
         if is_loopback_name(&host) {
             return Ok(());
         }
@@ -88,7 +101,10 @@ impl Guard {
         let given = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(given) = given else {
             return Err(Refusal::Unauthorized { token_given: false });
@@ -98,7 +114,11 @@ impl Guard {
         for t in &self.tokens {
             ok |= aws_lc_rs::constant_time::verify_slices_are_equal(t, given.as_bytes()).is_ok();
         }
-        if ok { Ok(()) } else { Err(Refusal::Unauthorized { token_given: true }) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Refusal::Unauthorized { token_given: true })
+        }
     }
 }
 
@@ -107,13 +127,19 @@ fn host_of(authority: &str) -> String {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("").to_string();
     }
-    authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
+    authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+        .to_string()
 }
 
 fn is_loopback_name(host: &str) -> bool {
     host == "localhost"
         || host.ends_with(".localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -13,12 +13,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::body::{Body, SseBody};
 use super::streamable::{messages, read_json, sse_response};
 use super::{App, ConnInfo, reply};
-use crate::router::{Flavor};
+use crate::router::Flavor;
 use crate::transport::sse;
 
 pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
-        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "GET /sse opens the legacy SSE stream");
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET /sse opens the legacy SSE stream",
+        );
     }
     let identity = conn.tls.as_ref().and_then(|t| t.client_subject.clone());
     let session = match app.router.create_session(Flavor::Legacy, identity).await {
@@ -26,9 +29,16 @@ pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Re
         Err(e) => return reply::session_refused(e),
     };
     let Some(rx) = session.attach_stream() else {
-        return reply::error(StatusCode::INTERNAL_SERVER_ERROR, "new session already had a stream");
+        return reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "new session already had a stream",
+        );
     };
-    let endpoint: Bytes = sse::event(Some("endpoint"), None, &format!("/message?sessionId={}", session.id));
+    let endpoint: Bytes = sse::event(
+        Some("endpoint"),
+        None,
+        &format!("/message?sessionId={}", session.id),
+    );
     let router = app.router.clone();
     let id = session.id.clone();
     sse_response(SseBody::open(rx, Some(endpoint)).on_drop(move || {
@@ -38,21 +48,32 @@ pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Re
 
 pub async fn post(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
-        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "POST messages to the endpoint the SSE stream announced");
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST messages to the endpoint the SSE stream announced",
+        );
     }
     let id = req
         .uri()
         .query()
         .unwrap_or("")
         .split('&')
-        .find_map(|kv| kv.strip_prefix("sessionId=").or_else(|| kv.strip_prefix("session_id=")))
+        .find_map(|kv| {
+            kv.strip_prefix("sessionId=")
+                .or_else(|| kv.strip_prefix("session_id="))
+        })
         .map(str::to_string);
     let Some(id) = id else {
         return reply::error(StatusCode::BAD_REQUEST, "missing sessionId query parameter");
     };
     let session = match app.router.get(&id) {
         Some(s) if s.flavor == Flavor::Legacy => s,
-        _ => return reply::error(StatusCode::NOT_FOUND, "session not found (its SSE stream closed); open /sse again"),
+        _ => {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "session not found (its SSE stream closed); open /sse again",
+            );
+        }
     };
     let body = match read_json(app, req).await {
         Ok(b) => b,

@@ -40,7 +40,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(router: Arc<Router>, server: &ServerSettings, auth: &Auth, tls_debug: bool) -> Arc<Self> {
+    pub fn new(
+        router: Arc<Router>,
+        server: &ServerSettings,
+        auth: &Auth,
+        tls_debug: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             router,
             guard: guard::Guard::new(server, &auth.bearer_tokens),
@@ -113,7 +118,10 @@ pub async fn serve(
     app.router.close_all();
     // Streams end once their sessions close; give in-flight requests a moment.
     let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         conns.abort_all();
     }
 }
@@ -161,8 +169,15 @@ async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Re
         (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             let report = app.router.report();
-            let status = if app.router.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            reply::json(status, &json!({"ready": status == StatusCode::OK, "upstreams": [report]}))
+            let status = if app.router.ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply::json(
+                status,
+                &json!({"ready": status == StatusCode::OK, "upstreams": [report]}),
+            )
         }
         (_, "/mcp" | "/mcp/" | "/sse" | "/message" | "/messages" | "/messages/") => {
             if let Err(refusal) = app.guard.check(req.uri(), req.headers()) {
@@ -174,6 +189,11 @@ async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Re
                 _ => legacy::post(&app, req).await,
             }
         }
-        _ => reply::error(StatusCode::NOT_FOUND, format!("no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP) and /sse (legacy SSE)")),
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP) and /sse (legacy SSE)"
+            ),
+        ),
     }
 }

@@ -13,7 +13,8 @@ use crate::router::CreateError;
 pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
     let mut r = Response::new(Body::bytes(Bytes::from(value.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -23,7 +24,10 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
         StatusCode::BAD_REQUEST => code::INVALID_REQUEST,
         _ => code::UPSTREAM_UNAVAILABLE,
     };
-    json(status, &json!({"jsonrpc": "2.0", "id": null, "error": {"code": c, "message": message.into()}}))
+    json(
+        status,
+        &json!({"jsonrpc": "2.0", "id": null, "error": {"code": c, "message": message.into()}}),
+    )
 }
 
 pub fn refused(refusal: Refusal) -> Response<Body> {
@@ -31,12 +35,19 @@ pub fn refused(refusal: Refusal) -> Response<Body> {
         Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
         Refusal::Unauthorized { token_given } => {
             let (msg, challenge) = if token_given {
-                ("the bearer token is not valid", "Bearer realm=\"mcpgate\", error=\"invalid_token\"")
+                (
+                    "the bearer token is not valid",
+                    "Bearer realm=\"mcpgate\", error=\"invalid_token\"",
+                )
             } else {
-                ("a bearer token is required: send Authorization: Bearer <token>", "Bearer realm=\"mcpgate\"")
+                (
+                    "a bearer token is required: send Authorization: Bearer <token>",
+                    "Bearer realm=\"mcpgate\"",
+                )
             };
             let mut r = error(StatusCode::UNAUTHORIZED, msg);
-            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             r
         }
     }
@@ -53,7 +64,9 @@ pub fn session_refused(e: CreateError) -> Response<Body> {
     match e {
         CreateError::TooManySessions(n) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many sessions (server.max_sessions is {n}); close idle sessions or raise the limit"),
+            format!(
+                "too many sessions (server.max_sessions is {n}); close idle sessions or raise the limit"
+            ),
         ),
         CreateError::Upstream(why) => error(StatusCode::BAD_GATEWAY, why),
     }

@@ -38,8 +38,12 @@ pub async fn handle(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> 
         Method::GET => get(app, req),
         Method::DELETE => delete(app, req),
         _ => {
-            let mut r = reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE on /mcp");
-            r.headers_mut().insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST, GET or DELETE on /mcp",
+            );
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, POST, DELETE"));
             r
         }
     }
@@ -52,7 +56,10 @@ struct Accepts {
 }
 
 fn accepts(headers: &HeaderMap) -> Accepts {
-    let text = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+    let text = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
     let any = text.contains("*/*");
     Accepts {
         json: any || text.contains("application/json") || text.contains("application/*"),
@@ -71,25 +78,52 @@ pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ct.is_empty() && !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type {ct:?} is not application/json")));
+        return Err(reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {ct:?} is not application/json"),
+        ));
     }
-    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large(limit)),
-        Err(e) => return Err(reply::error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(too_large(limit));
+        }
+        Err(e) => {
+            return Err(reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            ));
+        }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
         reply::json(
             StatusCode::BAD_REQUEST,
-            &jsonrpc::error(Value::Null, jsonrpc::code::PARSE_ERROR, format!("parse error: {e}")),
+            &jsonrpc::error(
+                Value::Null,
+                jsonrpc::code::PARSE_ERROR,
+                format!("parse error: {e}"),
+            ),
         )
     })
 }
 
 fn too_large(limit: usize) -> Response<Body> {
-    reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes (server.max_body_bytes)"))
+    reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over {limit} bytes (server.max_body_bytes)"),
+    )
 }
 
 /// Splits a body into messages, refusing invalid ones and batches where the version forbids them.
@@ -97,10 +131,16 @@ pub(super) fn messages(body: Value, batches_allowed: bool) -> Result<Vec<Value>,
     let list = match body {
         Value::Array(items) if !batches_allowed => {
             let _ = items;
-            return Err(reply::error(StatusCode::BAD_REQUEST, "JSON-RPC batches are not allowed in this protocol version (removed in 2025-06-18)"));
+            return Err(reply::error(
+                StatusCode::BAD_REQUEST,
+                "JSON-RPC batches are not allowed in this protocol version (removed in 2025-06-18)",
+            ));
         }
         Value::Array(items) if items.is_empty() => {
-            return Err(reply::error(StatusCode::BAD_REQUEST, "an empty JSON-RPC batch is invalid"));
+            return Err(reply::error(
+                StatusCode::BAD_REQUEST,
+                "an empty JSON-RPC batch is invalid",
+            ));
         }
         Value::Array(items) => items,
         single => vec![single],
@@ -110,7 +150,11 @@ pub(super) fn messages(body: Value, batches_allowed: bool) -> Result<Vec<Value>,
             let id = m.get("id").cloned().unwrap_or(Value::Null);
             return Err(reply::json(
                 StatusCode::BAD_REQUEST,
-                &jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, "not a valid JSON-RPC 2.0 message"),
+                &jsonrpc::error(
+                    id,
+                    jsonrpc::code::INVALID_REQUEST,
+                    "not a valid JSON-RPC 2.0 message",
+                ),
             ));
         }
     }
@@ -120,27 +164,40 @@ pub(super) fn messages(body: Value, batches_allowed: bool) -> Result<Vec<Value>,
 /// Finds the session of a request, answering 400 or 404 when there is none.
 fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, Response<Body>> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        return Err(reply::error(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header; send initialize first to get one"));
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "missing Mcp-Session-Id header; send initialize first to get one",
+        ));
     };
     match app.router.get(id) {
         Some(s) if s.flavor == Flavor::Streamable => Ok(s),
-        _ => Err(reply::error(StatusCode::NOT_FOUND, "session not found (it ended or expired); initialize a new one")),
+        _ => Err(reply::error(
+            StatusCode::NOT_FOUND,
+            "session not found (it ended or expired); initialize a new one",
+        )),
     }
 }
 
 fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let Some(v) = headers.get(VERSION_HEADER) else { return Ok(()) };
+    let Some(v) = headers.get(VERSION_HEADER) else {
+        return Ok(());
+    };
     let v = v.to_str().unwrap_or("");
     if !KNOWN_VERSIONS.contains(&v) {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,
-            format!("unsupported MCP-Protocol-Version {v:?}; supported: {}", KNOWN_VERSIONS.join(", ")),
+            format!(
+                "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                KNOWN_VERSIONS.join(", ")
+            ),
         ));
     }
     match session.protocol_version() {
         Some(agreed) if agreed != v => Err(reply::error(
             StatusCode::BAD_REQUEST,
-            format!("MCP-Protocol-Version {v:?} differs from the version negotiated for this session ({agreed})"),
+            format!(
+                "MCP-Protocol-Version {v:?} differs from the version negotiated for this session ({agreed})"
+            ),
         )),
         _ => Ok(()),
     }
@@ -149,20 +206,31 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<
 async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let acc = accepts(req.headers());
     if !acc.json && !acc.sse {
-        return reply::error(StatusCode::NOT_ACCEPTABLE, "Accept must include application/json and text/event-stream");
+        return reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Accept must include application/json and text/event-stream",
+        );
     }
     let headers = req.headers().clone();
     let body = match read_json(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let is_initialize = jsonrpc::kind(&body) == Kind::Request && jsonrpc::method(&body) == Some("initialize");
+    let is_initialize =
+        jsonrpc::kind(&body) == Kind::Request && jsonrpc::method(&body) == Some("initialize");
     let (session, created) = if is_initialize {
         if headers.contains_key(SESSION_HEADER) {
-            return reply::error(StatusCode::BAD_REQUEST, "initialize must not carry Mcp-Session-Id: a session is initialized once");
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "initialize must not carry Mcp-Session-Id: a session is initialized once",
+            );
         }
         let identity = conn.tls.as_ref().and_then(|t| t.client_subject.clone());
-        match app.router.create_session(Flavor::Streamable, identity).await {
+        match app
+            .router
+            .create_session(Flavor::Streamable, identity)
+            .await
+        {
             Ok(s) => (s, true),
             Err(e) => return reply::session_refused(e),
         }
@@ -176,7 +244,10 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         }
         (s, false)
     };
-    let batches = session.protocol_version().as_deref().is_none_or(|v| v <= "2025-03-26");
+    let batches = session
+        .protocol_version()
+        .as_deref()
+        .is_none_or(|v| v <= "2025-03-26");
     let list = match messages(body, batches) {
         Ok(l) => l,
         Err(r) => {
@@ -218,12 +289,26 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
     let mut response = if single && acc.json {
         let first = match tokio::time::timeout(timeout, rx.recv()).await {
             Ok(Some(f)) => f,
-            Ok(None) => jsonrpc::error(awaiting.values().next().cloned().unwrap_or(Value::Null), jsonrpc::code::UPSTREAM_UNAVAILABLE, "the session closed before the upstream answered"),
+            Ok(None) => jsonrpc::error(
+                awaiting.values().next().cloned().unwrap_or(Value::Null),
+                jsonrpc::code::UPSTREAM_UNAVAILABLE,
+                "the session closed before the upstream answered",
+            ),
             Err(_) => {
                 cleanup();
                 let id = awaiting.values().next().cloned().unwrap_or(Value::Null);
-                session.send(jsonrpc::notification("notifications/cancelled", serde_json::json!({"requestId": id, "reason": "mcpgate: request timed out"})));
-                jsonrpc::error(id, jsonrpc::code::UPSTREAM_TIMEOUT, format!("upstream did not answer within {}s (server.request_timeout)", timeout.as_secs_f64()))
+                session.send(jsonrpc::notification(
+                    "notifications/cancelled",
+                    serde_json::json!({"requestId": id, "reason": "mcpgate: request timed out"}),
+                ));
+                jsonrpc::error(
+                    id,
+                    jsonrpc::code::UPSTREAM_TIMEOUT,
+                    format!(
+                        "upstream did not answer within {}s (server.request_timeout)",
+                        timeout.as_secs_f64()
+                    ),
+                )
             }
         };
         if jsonrpc::kind(&first) == Kind::Response || !acc.sse {
@@ -233,7 +318,9 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
             let prelude = crate::transport::sse::message(&first);
             let mut remaining = awaiting.clone();
             remaining.retain(|_, _| true);
-            sse_response(SseBody::until_answered(rx, Some(prelude), remaining, timeout).on_drop(cleanup))
+            sse_response(
+                SseBody::until_answered(rx, Some(prelude), remaining, timeout).on_drop(cleanup),
+            )
         }
     } else if acc.sse {
         sse_response(SseBody::until_answered(rx, None, awaiting, timeout).on_drop(cleanup))
@@ -269,9 +356,16 @@ pub(super) fn sse_response(body: SseBody) -> Response<Body> {
 }
 
 fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let text = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !text.contains("text/event-stream") {
-        return reply::error(StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an SSE stream: Accept must include text/event-stream");
+        return reply::error(
+            StatusCode::NOT_ACCEPTABLE,
+            "GET /mcp opens an SSE stream: Accept must include text/event-stream",
+        );
     }
     let session = match session_of(app, req.headers()) {
         Ok(s) => s,
@@ -282,7 +376,10 @@ fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     match session.attach_stream() {
         Some(rx) => sse_response(SseBody::open(rx, None)),
-        None => reply::error(StatusCode::CONFLICT, "this session already has a GET stream open"),
+        None => reply::error(
+            StatusCode::CONFLICT,
+            "this session already has a GET stream open",
+        ),
     }
 }
 

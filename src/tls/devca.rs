@@ -62,6 +62,8 @@ pub struct Spec {
     pub not_after: time::Duration,
     /// Put an Authority Key Identifier in (default true; false to reproduce broken corporate CAs).
     pub authority_key_id: bool,
+    /// An AIA caIssuers URL (where the issuer's certificate is published), as public CAs add.
+    pub ca_issuers_url: Option<String>,
 }
 
 impl Spec {
@@ -73,6 +75,7 @@ impl Spec {
             not_before: time::Duration::hours(-1),
             not_after: time::Duration::days(days),
             authority_key_id: true,
+            ca_issuers_url: None,
         }
     }
 
@@ -88,7 +91,9 @@ impl Spec {
 
     fn params(&self) -> Result<CertificateParams, rcgen::Error> {
         let mut params = CertificateParams::new(self.names.clone())?;
-        params.distinguished_name.push(DnType::CommonName, self.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, self.common_name.as_str());
         let now = OffsetDateTime::now_utc();
         params.not_before = now + self.not_before;
         params.not_after = now + self.not_after;
@@ -97,8 +102,35 @@ impl Spec {
         fill_random(&mut serial);
         serial[0] &= 0x7f;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        if let Some(url) = &self.ca_issuers_url {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    aia_ca_issuers(url),
+                ));
+        }
         Ok(params)
     }
+}
+
+/// DER of AuthorityInfoAccessSyntax with one caIssuers URI.
+fn aia_ca_issuers(url: &str) -> Vec<u8> {
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = body.len();
+        if n < 128 {
+            out.push(n as u8);
+        } else {
+            out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let oid_ca_issuers = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let mut desc = oid_ca_issuers.to_vec();
+    desc.extend(tlv(0x86, url.as_bytes()));
+    tlv(0x30, &tlv(0x30, &desc))
 }
 
 fn fill_random(buf: &mut [u8]) {
@@ -180,7 +212,10 @@ impl Authority {
         let mut params = spec.params()?;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = match spec.key {
-            KeyKind::Rsa2048 => vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment],
+            KeyKind::Rsa2048 => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
             _ => vec![KeyUsagePurpose::DigitalSignature],
         };
         params.extended_key_usages = vec![eku];
@@ -242,14 +277,21 @@ pub fn ensure_dev_server(data_dir: &Path) -> Result<DevServer, String> {
 
 /// Loads the development CA from `data_dir`, making it first if it is not there.
 pub fn ensure_dev_ca(data_dir: &Path) -> Result<Authority, String> {
-    fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let ca_file = data_dir.join("ca.crt");
     let ca_key = data_dir.join("ca.key");
     if let (Ok(cert), Ok(key)) = (fs::read_to_string(&ca_file), fs::read_to_string(&ca_key)) {
-        return Authority::from_pem(&cert, &key)
-            .map_err(|e| format!("{} or {} is not a usable CA: {e}", ca_file.display(), ca_key.display()));
+        return Authority::from_pem(&cert, &key).map_err(|e| {
+            format!(
+                "{} or {} is not a usable CA: {e}",
+                ca_file.display(),
+                ca_key.display()
+            )
+        });
     }
-    let ca = Authority::new_root(&Spec::new("mcpgate development CA", 3650)).map_err(|e| e.to_string())?;
+    let ca = Authority::new_root(&Spec::new("mcpgate development CA", 3650))
+        .map_err(|e| e.to_string())?;
     write_private(&ca_key, ca.issued.key_pem.as_bytes())?;
     write_public(&ca_file, ca.issued.cert_pem.as_bytes())?;
     Ok(ca)

@@ -87,7 +87,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream {:?} ({}): {}", self.at.upstream, self.at.url, self.summary)?;
+        write!(
+            f,
+            "upstream {:?} ({}): {}",
+            self.at.upstream, self.at.url, self.summary
+        )?;
         let mut ctx = Vec::new();
         if let Some(p) = self.at.peer {
             ctx.push(format!("peer {p}"));
@@ -111,8 +115,20 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 impl Failure {
-    pub fn new(class: ErrorClass, at: Where, summary: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self { class, summary: summary.into(), cause: None, hint: hint.into(), at, presented_sha256: None }
+    pub fn new(
+        class: ErrorClass,
+        at: Where,
+        summary: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self {
+            class,
+            summary: summary.into(),
+            cause: None,
+            hint: hint.into(),
+            at,
+            presented_sha256: None,
+        }
     }
 
     pub fn cause(mut self, cause: impl Into<String>) -> Self {
@@ -134,7 +150,9 @@ impl Failure {
 }
 
 /// Finds the rustls error inside an I/O or HTTP error chain, if there is one.
-pub fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub fn find_rustls_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
@@ -156,12 +174,19 @@ pub fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Opti
 ///
 /// `chain` is what the server presented, when it could be captured: it is what tells an
 /// incomplete chain from an unknown CA, and a self-signed certificate from both.
-pub fn classify_tls(err: &rustls::Error, at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>]) -> Failure {
+pub fn classify_tls(
+    err: &rustls::Error,
+    at: Where,
+    profile: &TrustProfile,
+    chain: &[CertificateDer<'_>],
+) -> Failure {
     let key = &profile.key;
     let leaf = chain.first().and_then(|c| Cert::parse(c.as_ref()));
     let presented = chain.first().map(|c| hex_fingerprint(&sha256(c.as_ref())));
     let mut f = match err {
-        rustls::Error::InvalidCertificate(ce) => classify_certificate(ce, at, profile, chain, leaf.as_ref()),
+        rustls::Error::InvalidCertificate(ce) => {
+            classify_certificate(ce, at, profile, chain, leaf.as_ref())
+        }
         rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => Failure::new(
             ErrorClass::ClientCertRequired,
             at,
@@ -169,7 +194,9 @@ pub fn classify_tls(err: &rustls::Error, at: Where, profile: &TrustProfile, chai
             if profile.has_client_cert {
                 "the server asked again: check that cert_file holds the client certificate it expects".to_string()
             } else {
-                format!("set {key}.cert_file and {key}.key_file (or --cert/--key) to a client certificate the server trusts")
+                format!(
+                    "set {key}.cert_file and {key}.key_file (or --cert/--key) to a client certificate the server trusts"
+                )
             },
         ),
         rustls::Error::AlertReceived(
@@ -203,13 +230,20 @@ pub fn classify_tls(err: &rustls::Error, at: Where, profile: &TrustProfile, chai
             format!("the server's TLS is incompatible: {p:?}"),
             "the server must allow TLS 1.2 or 1.3 with an ECDHE AEAD suite",
         ),
-        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => Failure::new(
-            ErrorClass::PlaintextOnTlsPort,
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            Failure::new(
+                ErrorClass::PlaintextOnTlsPort,
+                at,
+                "the server did not answer in TLS (plain HTTP on this port?)",
+                "if the server speaks plain HTTP here, use an http:// URL; otherwise use its TLS port",
+            )
+        }
+        other => Failure::new(
+            ErrorClass::Other,
             at,
-            "the server did not answer in TLS (plain HTTP on this port?)",
-            "if the server speaks plain HTTP here, use an http:// URL; otherwise use its TLS port",
+            format!("TLS failed: {other}"),
+            "run mcpgate probe on the URL for a full diagnosis",
         ),
-        other => Failure::new(ErrorClass::Other, at, format!("TLS failed: {other}"), "run mcpgate probe on the URL for a full diagnosis"),
     };
     if f.presented_sha256.is_none() {
         f.presented_sha256 = presented;
@@ -217,27 +251,54 @@ pub fn classify_tls(err: &rustls::Error, at: Where, profile: &TrustProfile, chai
     f
 }
 
-fn classify_certificate(ce: &CertificateError, at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>], leaf: Option<&Cert>) -> Failure {
+fn classify_certificate(
+    ce: &CertificateError,
+    at: Where,
+    profile: &TrustProfile,
+    chain: &[CertificateDer<'_>],
+    leaf: Option<&Cert>,
+) -> Failure {
     let key = &profile.key;
     match ce {
         CertificateError::UnknownIssuer => unknown_issuer(at, profile, chain, leaf),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            let when = leaf.map(|l| format!(" on {}", l.not_after)).unwrap_or_default();
-            Failure::new(ErrorClass::Expired, at, format!("the server's certificate expired{when}"), "renew the server's certificate (mcpgate cannot fix an expired certificate on the client side)")
+            let when = leaf
+                .map(|l| format!(" on {}", l.not_after))
+                .unwrap_or_default();
+            Failure::new(
+                ErrorClass::Expired,
+                at,
+                format!("the server's certificate expired{when}"),
+                "renew the server's certificate (mcpgate cannot fix an expired certificate on the client side)",
+            )
         }
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            let when = leaf.map(|l| format!(" until {}", l.not_before)).unwrap_or_default();
-            Failure::new(ErrorClass::NotYetValid, at, format!("the server's certificate is not valid yet{when}"), "check the clocks of both machines, or wait until the certificate's start date")
+            let when = leaf
+                .map(|l| format!(" until {}", l.not_before))
+                .unwrap_or_default();
+            Failure::new(
+                ErrorClass::NotYetValid,
+                at,
+                format!("the server's certificate is not valid yet{when}"),
+                "check the clocks of both machines, or wait until the certificate's start date",
+            )
         }
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            let names = leaf.map(|l| l.names.join(", ")).filter(|n| !n.is_empty()).unwrap_or_else(|| "no names".into());
+            let names = leaf
+                .map(|l| l.names.join(", "))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "no names".into());
             let sni = at.sni.clone();
-            let first = leaf.and_then(|l| l.names.first().cloned()).unwrap_or_else(|| "<name>".into());
+            let first = leaf
+                .and_then(|l| l.names.first().cloned())
+                .unwrap_or_else(|| "<name>".into());
             Failure::new(
                 ErrorClass::NameMismatch,
                 at,
                 format!("the certificate is not valid for {sni:?}; it covers {names}"),
-                format!("connect with one of those names, or set {key}.server_name: {first} (--server-name {first})"),
+                format!(
+                    "connect with one of those names, or set {key}.server_name: {first} (--server-name {first})"
+                ),
             )
         }
         CertificateError::Other(other) => {
@@ -254,45 +315,93 @@ fn classify_certificate(ce: &CertificateError, at: Where, profile: &TrustProfile
                 f.presented_sha256 = Some(presented);
                 return f;
             }
-            Failure::new(ErrorClass::Other, at, format!("certificate rejected: {other}"), "run mcpgate probe on the URL for a full diagnosis")
+            Failure::new(
+                ErrorClass::Other,
+                at,
+                format!("certificate rejected: {other}"),
+                "run mcpgate probe on the URL for a full diagnosis",
+            )
         }
-        other => Failure::new(ErrorClass::Other, at, format!("certificate rejected: {other:?}"), "run mcpgate probe on the URL for a full diagnosis"),
+        other => Failure::new(
+            ErrorClass::Other,
+            at,
+            format!("certificate rejected: {other:?}"),
+            "run mcpgate probe on the URL for a full diagnosis",
+        ),
     }
 }
 
-fn unknown_issuer(at: Where, profile: &TrustProfile, chain: &[CertificateDer<'_>], leaf: Option<&Cert>) -> Failure {
+fn unknown_issuer(
+    at: Where,
+    profile: &TrustProfile,
+    chain: &[CertificateDer<'_>],
+    leaf: Option<&Cert>,
+) -> Failure {
     let key = &profile.key;
     let Some(leaf) = leaf else {
-        return Failure::new(ErrorClass::UnknownIssuer, at, "the server's certificate was issued by a CA that is not trusted", format!("add that CA: {key}.ca_cert: /path/to/ca.pem (--ca)"));
+        return Failure::new(
+            ErrorClass::UnknownIssuer,
+            at,
+            "the server's certificate was issued by a CA that is not trusted",
+            format!("add that CA: {key}.ca_cert: /path/to/ca.pem (--ca)"),
+        );
     };
     if leaf.self_signed {
         let fp = hex_fingerprint(&sha256(chain[0].as_ref()));
         return Failure::new(
             ErrorClass::SelfSignedNotPinned,
             at,
-            format!("the server presented a self-signed certificate ({}) that is not pinned", leaf.subject),
-            format!("if you trust it, pin it: {key}.pinned_sha256: [\"{fp}\"] (--pin {fp}); check the fingerprint out of band first"),
+            format!(
+                "the server presented a self-signed certificate ({}) that is not pinned",
+                leaf.subject
+            ),
+            format!(
+                "if you trust it, pin it: {key}.pinned_sha256: [\"{fp}\"] (--pin {fp}); check the fingerprint out of band first"
+            ),
         );
     }
-    let parsed: Vec<Cert> = chain.iter().skip(1).filter_map(|c| Cert::parse(c.as_ref())).collect();
+    let parsed: Vec<Cert> = chain
+        .iter()
+        .skip(1)
+        .filter_map(|c| Cert::parse(c.as_ref()))
+        .collect();
     let issuer_sent = parsed.iter().any(|c| c.subject_raw == leaf.issuer_raw);
+    // A leaf alone whose issuer is nowhere: if the leaf says where its issuer lives (AIA
+    // caIssuers, as every leaf from a public or corporate issuing CA does), the server left
+    // its intermediate out. Otherwise it is more likely a private CA that signs leaves itself.
     if !issuer_sent {
+        if let Some(url) = &leaf.ca_issuers {
+            return Failure::new(
+                ErrorClass::IncompleteChain,
+                at,
+                format!("the server sent its certificate without the intermediate CA {:?} that issued it (incomplete chain; the certificate names its issuer at {url})", leaf.issuer),
+                "fix the server's certificate file to hold the full chain: the leaf, then the intermediate CA certificate(s)".to_string(),
+            );
+        }
         return Failure::new(
-            ErrorClass::IncompleteChain,
+            ErrorClass::UnknownIssuer,
             at,
-            format!("the server sent its certificate without its issuer {:?}, which is not in the trust store either (incomplete chain)", leaf.issuer),
             format!(
-                "fix the server to send its full chain (its certificate file should hold the leaf, then the intermediate CA); if {:?} is a private CA, trust it with {key}.ca_cert (--ca)",
+                "the server's certificate was issued by {:?}, a CA that is not trusted",
+                leaf.issuer
+            ),
+            format!(
+                "add that CA's certificate: {key}.ca_cert: /path/to/ca.pem (--ca), added to the system store; if {:?} is an intermediate, the server should also send it in its chain",
                 leaf.issuer
             ),
         );
     }
-    let top = parsed.last().map(|c| c.issuer.clone()).unwrap_or_else(|| leaf.issuer.clone());
+    let top = parsed
+        .last()
+        .map(|c| c.issuer.clone())
+        .unwrap_or_else(|| leaf.issuer.clone());
     Failure::new(
         ErrorClass::UnknownIssuer,
         at,
         format!("the server's chain ends at {top:?}, a CA that is not trusted"),
-        format!("add that CA's certificate: {key}.ca_cert: /path/to/ca.pem (--ca); it is added to the system store"),
+        format!(
+            "add that CA's certificate: {key}.ca_cert: /path/to/ca.pem (--ca), added to the system store"
+        ),
     )
 }
 
@@ -306,6 +415,8 @@ pub struct Cert {
     pub not_before: String,
     pub not_after: String,
     pub self_signed: bool,
+    /// The AIA caIssuers URL, where the issuer's certificate can be fetched.
+    pub ca_issuers: Option<String>,
 }
 
 impl Cert {
@@ -321,6 +432,22 @@ impl Cert {
                 }
             }
         }
+        let mut ca_issuers = None;
+        for ext in c.extensions() {
+            if let x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) =
+                ext.parsed_extension()
+            {
+                for d in &aia.accessdescs {
+                    if d.access_method
+                        == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS
+                    {
+                        if let x509_parser::extensions::GeneralName::URI(u) = &d.access_location {
+                            ca_issuers = Some(u.to_string());
+                        }
+                    }
+                }
+            }
+        }
         let same_name = c.subject().as_raw() == c.issuer().as_raw();
         let self_signed = same_name && c.verify_signature(None).is_ok();
         Some(Self {
@@ -332,6 +459,7 @@ impl Cert {
             not_before: c.validity().not_before.to_string(),
             not_after: c.validity().not_after.to_string(),
             self_signed,
+            ca_issuers,
         })
     }
 }
@@ -351,10 +479,28 @@ fn ip_text(bytes: &[u8]) -> String {
 /// Classifies a TCP-level failure.
 pub fn classify_io(err: &std::io::Error, at: Where) -> Failure {
     use std::io::ErrorKind::*;
-    let target = at.peer.map(|p| p.to_string()).unwrap_or_else(|| at.url.clone());
+    let target = at
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| at.url.clone());
     match err.kind() {
-        ConnectionRefused => Failure::new(ErrorClass::ConnectionRefused, at, format!("connection refused by {target}"), "check the host and port, and that the server is running"),
-        TimedOut => Failure::new(ErrorClass::TimedOut, at, format!("connecting to {target} timed out"), "check the host and port, firewalls, and whether a proxy (HTTPS_PROXY) is needed"),
-        _ => Failure::new(ErrorClass::Other, at, format!("connection failed: {err}"), "check the URL and the network path to the server"),
+        ConnectionRefused => Failure::new(
+            ErrorClass::ConnectionRefused,
+            at,
+            format!("connection refused by {target}"),
+            "check the host and port, and that the server is running",
+        ),
+        TimedOut => Failure::new(
+            ErrorClass::TimedOut,
+            at,
+            format!("connecting to {target} timed out"),
+            "check the host and port, firewalls, and whether a proxy (HTTPS_PROXY) is needed",
+        ),
+        _ => Failure::new(
+            ErrorClass::Other,
+            at,
+            format!("connection failed: {err}"),
+            "check the URL and the network path to the server",
+        ),
     }
 }

@@ -28,8 +28,13 @@ impl TlsFacts {
                     other => format!("{other:?}"),
                 })
                 .unwrap_or_default(),
-            cipher: conn.negotiated_cipher_suite().map(|s| suite_name(&s)).unwrap_or_default(),
-            alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map(|s| suite_name(&s))
+                .unwrap_or_default(),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
             sni: conn.server_name().map(str::to_string),
             client_subject: leaf.and_then(|c| subject(c.as_ref())),
             client_fingerprint: leaf.map(|c| super::fingerprint(c.as_ref())),

@@ -3,12 +3,12 @@
 
 pub mod any_client_cert;
 pub mod devca;
+pub mod diagnose;
 pub mod info;
 pub mod pem;
 pub mod reload;
 pub mod server;
 pub mod trust;
-pub mod diagnose;
 
 use std::sync::Arc;
 

@@ -17,20 +17,28 @@ pub fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Con
                 .hint("the file must hold PEM blocks \"-----BEGIN CERTIFICATE-----\"")
         })?;
     if certs.is_empty() {
-        return Err(ConfigError::new(key, format!("{}: holds no certificate", path.display()))
-            .hint("give a PEM file with at least one \"-----BEGIN CERTIFICATE-----\" block"));
+        return Err(
+            ConfigError::new(key, format!("{}: holds no certificate", path.display()))
+                .hint("give a PEM file with at least one \"-----BEGIN CERTIFICATE-----\" block"),
+        );
     }
     Ok(certs)
 }
 
 /// Loads every certificate from a PEM file, or from every `.pem`/`.crt`/`.cer` file of a directory.
-pub fn certs_file_or_dir(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub fn certs_file_or_dir(
+    key: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     if !path.is_dir() {
         return certs(key, path);
     }
     let entries = std::fs::read_dir(path).map_err(|e| {
-        ConfigError::new(key, format!("cannot read directory {}: {e}", path.display()))
-            .hint("check the path and its permissions")
+        ConfigError::new(
+            key,
+            format!("cannot read directory {}: {e}", path.display()),
+        )
+        .hint("check the path and its permissions")
     })?;
     let mut files: Vec<_> = entries
         .filter_map(Result::ok)
@@ -47,8 +55,14 @@ pub fn certs_file_or_dir(key: &str, path: &Path) -> Result<Vec<CertificateDer<'s
         out.extend(certs(key, f)?);
     }
     if out.is_empty() {
-        return Err(ConfigError::new(key, format!("directory {} holds no .pem/.crt/.cer certificate", path.display()))
-            .hint("put the CA certificates there as PEM files"));
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "directory {} holds no .pem/.crt/.cer certificate",
+                path.display()
+            ),
+        )
+        .hint("put the CA certificates there as PEM files"));
     }
     Ok(out)
 }
@@ -64,7 +78,10 @@ pub fn private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, Con
 
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| {
-        ConfigError::new(key, format!("cannot read {:?}: {e}", path.display().to_string()))
-            .hint("check the path (relative paths are relative to the config file) and its permissions")
+        ConfigError::new(
+            key,
+            format!("cannot read {:?}: {e}", path.display().to_string()),
+        )
+        .hint("check the path (relative paths are relative to the config file) and its permissions")
     })
 }

@@ -56,7 +56,12 @@ fn stamp(files: &[PathBuf]) -> Stamp {
 }
 
 /// Polls the files of `built` and swaps `live` when they change, until the task is dropped.
-pub fn spawn(tls: ListenerTls, data_dir: PathBuf, built: &BuiltServerTls, live: Arc<LiveServerConfig>) {
+pub fn spawn(
+    tls: ListenerTls,
+    data_dir: PathBuf,
+    built: &BuiltServerTls,
+    live: Arc<LiveServerConfig>,
+) {
     let mut files = built.watched.clone();
     let interval = tls.reload_interval;
     tokio::spawn(async move {
@@ -79,7 +84,9 @@ pub fn spawn(tls: ListenerTls, data_dir: PathBuf, built: &BuiltServerTls, live: 
                 Err(e) => {
                     let text = e.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
-                        tracing::error!("TLS reload failed, still serving the previous certificate: {text}");
+                        tracing::error!(
+                            "TLS reload failed, still serving the previous certificate: {text}"
+                        );
                         last_error = Some(text);
                     }
                 }
@@ -87,4 +94,3 @@ pub fn spawn(tls: ListenerTls, data_dir: PathBuf, built: &BuiltServerTls, live: 
         }
     });
 }
-

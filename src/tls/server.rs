@@ -26,7 +26,10 @@ pub struct BuiltServerTls {
 /// Builds the server config; every error names its key and the fix.
 pub fn build(tls: &ListenerTls, data_dir: &Path) -> Result<BuiltServerTls, ConfigError> {
     let (cert_file, key_file, dev_ca) = match &tls.identity {
-        Identity::Files { cert_file, key_file } => (cert_file.clone(), key_file.clone(), None),
+        Identity::Files {
+            cert_file,
+            key_file,
+        } => (cert_file.clone(), key_file.clone(), None),
         Identity::DevCa => {
             let dev = devca::ensure_dev_server(data_dir).map_err(|e| {
                 ConfigError::new("tls.cert_file", format!("none configured, and the development certificate could not be made in {}: {e}", data_dir.display()))
@@ -43,8 +46,11 @@ pub fn build(tls: &ListenerTls, data_dir: &Path) -> Result<BuiltServerTls, Confi
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| {
-            ConfigError::new("tls.cipher_suites", format!("leaves no usable suite for the versions allowed: {e}"))
-                .hint("allow at least one cipher suite of each TLS version in use")
+            ConfigError::new(
+                "tls.cipher_suites",
+                format!("leaves no usable suite for the versions allowed: {e}"),
+            )
+            .hint("allow at least one cipher suite of each TLS version in use")
         })?;
     let mut watched = vec![cert_file.clone(), key_file.clone()];
     let verifier = client_verifier(tls, &provider, &mut watched)?;
@@ -84,21 +90,40 @@ fn restricted_provider(tls: &ListenerTls) -> Result<Arc<CryptoProvider>, ConfigE
         let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
         for (i, name) in tls.cipher_suites.iter().enumerate() {
             let suite = find_suite(&base, name).ok_or_else(|| {
-                ConfigError::new(format!("tls.cipher_suites.{i}"), format!("{name:?} is not a supported cipher suite"))
-                    .hint(format!("use IANA names; supported: {}", suite_names(&base).join(", ")))
+                ConfigError::new(
+                    format!("tls.cipher_suites.{i}"),
+                    format!("{name:?} is not a supported cipher suite"),
+                )
+                .hint(format!(
+                    "use IANA names; supported: {}",
+                    suite_names(&base).join(", ")
+                ))
             })?;
             chosen.push(suite);
         }
         // Naming only TLS 1.2 suites restricts TLS 1.2 and leaves TLS 1.3's defaults, as Go does.
-        if !chosen.iter().any(|s| matches!(s, SupportedCipherSuite::Tls13(_))) {
-            chosen.extend(base.cipher_suites.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_))).copied());
+        if !chosen
+            .iter()
+            .any(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+        {
+            chosen.extend(
+                base.cipher_suites
+                    .iter()
+                    .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+                    .copied(),
+            );
         }
         if tls.min_version <= TlsVersion::V1_2
             && tls.max_version == TlsVersion::V1_2
-            && !chosen.iter().any(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            && !chosen
+                .iter()
+                .any(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
         {
-            return Err(ConfigError::new("tls.cipher_suites", "names no TLS 1.2 suite, but max_version is 1.2")
-                .hint("add a TLS_ECDHE_* suite, or allow TLS 1.3"));
+            return Err(ConfigError::new(
+                "tls.cipher_suites",
+                "names no TLS 1.2 suite, but max_version is 1.2",
+            )
+            .hint("add a TLS_ECDHE_* suite, or allow TLS 1.3"));
         }
         p.cipher_suites = chosen;
     }
@@ -106,8 +131,11 @@ fn restricted_provider(tls: &ListenerTls) -> Result<Arc<CryptoProvider>, ConfigE
         let mut chosen: Vec<&'static dyn SupportedKxGroup> = Vec::new();
         for (i, name) in tls.curve_preferences.iter().enumerate() {
             let group = find_group(&base, name).ok_or_else(|| {
-                ConfigError::new(format!("tls.curve_preferences.{i}"), format!("{name:?} is not a supported group"))
-                    .hint(format!("use one of: {}", group_names(&base).join(", ")))
+                ConfigError::new(
+                    format!("tls.curve_preferences.{i}"),
+                    format!("{name:?} is not a supported group"),
+                )
+                .hint(format!("use one of: {}", group_names(&base).join(", ")))
             })?;
             chosen.push(group);
         }
@@ -118,7 +146,11 @@ fn restricted_provider(tls: &ListenerTls) -> Result<Arc<CryptoProvider>, ConfigE
 
 /// The IANA name of a suite (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_..._WITH_...`).
 pub fn suite_name(suite: &SupportedCipherSuite) -> String {
-    let raw = suite.suite().as_str().map(str::to_string).unwrap_or_else(|| format!("{:?}", suite.suite()));
+    let raw = suite
+        .suite()
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:?}", suite.suite()));
     match raw.strip_prefix("TLS13_") {
         Some(rest) => format!("TLS_{rest}"),
         None => raw,
@@ -131,7 +163,10 @@ fn suite_names(p: &CryptoProvider) -> Vec<String> {
 
 fn find_suite(p: &CryptoProvider, name: &str) -> Option<SupportedCipherSuite> {
     let wanted = name.trim().to_ascii_uppercase().replace("TLS13_", "TLS_");
-    p.cipher_suites.iter().copied().find(|s| suite_name(s) == wanted)
+    p.cipher_suites
+        .iter()
+        .copied()
+        .find(|s| suite_name(s) == wanted)
 }
 
 /// The user-facing name of a key-exchange group.
@@ -149,7 +184,12 @@ fn group_names(p: &CryptoProvider) -> Vec<String> {
 }
 
 fn find_group(p: &CryptoProvider, name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    let wanted = match name.trim().to_ascii_uppercase().replace(['_', ' '], "-").as_str() {
+    let wanted = match name
+        .trim()
+        .to_ascii_uppercase()
+        .replace(['_', ' '], "-")
+        .as_str()
+    {
         "P256" | "P-256" | "SECP256R1" | "CURVEP256" | "PRIME256V1" => "P-256".to_string(),
         "P384" | "P-384" | "SECP384R1" | "CURVEP384" => "P-384".to_string(),
         "P521" | "P-521" | "SECP521R1" | "CURVEP521" => "P-521".to_string(),
@@ -157,7 +197,10 @@ fn find_group(p: &CryptoProvider, name: &str) -> Option<&'static dyn SupportedKx
         "X25519MLKEM768" | "X25519-MLKEM768" => "X25519MLKEM768".to_string(),
         other => other.to_string(),
     };
-    p.kx_groups.iter().copied().find(|g| group_name(*g).eq_ignore_ascii_case(&wanted))
+    p.kx_groups
+        .iter()
+        .copied()
+        .find(|g| group_name(*g).eq_ignore_ascii_case(&wanted))
 }
 
 fn client_verifier(
@@ -173,26 +216,36 @@ fn client_verifier(
         let mut store = RootCertStore::empty();
         for cert in pem::certs_file_or_dir("tls.client_ca_file", path)? {
             store.add(cert).map_err(|e| {
-                ConfigError::new("tls.client_ca_file", format!("{}: not a usable CA certificate: {e}", path.display()))
-                    .hint("give the PEM certificate of the CA that signs client certificates")
+                ConfigError::new(
+                    "tls.client_ca_file",
+                    format!("{}: not a usable CA certificate: {e}", path.display()),
+                )
+                .hint("give the PEM certificate of the CA that signs client certificates")
             })?;
         }
         Ok(Arc::new(store))
     };
     let build_err = |e: rustls::server::VerifierBuilderError| {
-        ConfigError::new("tls.client_ca_file", format!("cannot build a client verifier: {e}"))
-            .hint("give at least one valid CA certificate")
+        ConfigError::new(
+            "tls.client_ca_file",
+            format!("cannot build a client verifier: {e}"),
+        )
+        .hint("give at least one valid CA certificate")
     };
     let verifier: Arc<dyn ClientCertVerifier> = match tls.client_auth {
         ClientAuth::None => return Ok(None),
         ClientAuth::Require => Arc::new(AnyClientCert::new(provider.clone())),
-        ClientAuth::Request => WebPkiClientVerifier::builder_with_provider(roots()?, provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(build_err)?,
-        ClientAuth::Verify => WebPkiClientVerifier::builder_with_provider(roots()?, provider.clone())
-            .build()
-            .map_err(build_err)?,
+        ClientAuth::Request => {
+            WebPkiClientVerifier::builder_with_provider(roots()?, provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(build_err)?
+        }
+        ClientAuth::Verify => {
+            WebPkiClientVerifier::builder_with_provider(roots()?, provider.clone())
+                .build()
+                .map_err(build_err)?
+        }
     };
     if let Some(ca) = &tls.client_ca_file {
         watched.push(ca.clone());

@@ -16,7 +16,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 
 use super::{pem, provider};
 use crate::config::{CaMode, ConfigError, TrustSpec};
@@ -25,27 +28,48 @@ use crate::config::{CaMode, ConfigError, TrustSpec};
 #[derive(Debug, Clone)]
 pub enum TrustSource {
     /// Config (or flag) `key` named CAs; `append` means the system store as well.
-    Configured { key: String, path: PathBuf, append: bool },
+    Configured {
+        key: String,
+        path: PathBuf,
+        append: bool,
+    },
     /// `SSL_VERIFY=<path>`: the system store plus that CA.
     SslVerifyEnv(PathBuf),
     SslCertFile(PathBuf),
     SslCertDir(PathBuf),
     System,
-    Pinned { key: String, count: usize },
+    Pinned {
+        key: String,
+        count: usize,
+    },
     /// Verification off: `why` names the key or variable that turned it off.
-    Insecure { why: String },
+    Insecure {
+        why: String,
+    },
 }
 
 impl fmt::Display for TrustSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrustSource::Configured { key, path, append: true } => write!(f, "system store + {key} ({})", path.display()),
-            TrustSource::Configured { key, path, append: false } => write!(f, "{key} only ({})", path.display()),
-            TrustSource::SslVerifyEnv(p) => write!(f, "system store + SSL_VERIFY ({})", p.display()),
+            TrustSource::Configured {
+                key,
+                path,
+                append: true,
+            } => write!(f, "system store + {key} ({})", path.display()),
+            TrustSource::Configured {
+                key,
+                path,
+                append: false,
+            } => write!(f, "{key} only ({})", path.display()),
+            TrustSource::SslVerifyEnv(p) => {
+                write!(f, "system store + SSL_VERIFY ({})", p.display())
+            }
             TrustSource::SslCertFile(p) => write!(f, "SSL_CERT_FILE ({})", p.display()),
             TrustSource::SslCertDir(p) => write!(f, "SSL_CERT_DIR ({})", p.display()),
             TrustSource::System => write!(f, "system store"),
-            TrustSource::Pinned { key, count } => write!(f, "{count} pinned certificate(s) ({key})"),
+            TrustSource::Pinned { key, count } => {
+                write!(f, "{count} pinned certificate(s) ({key})")
+            }
             TrustSource::Insecure { why } => write!(f, "NONE: verification off by {why}"),
         }
     }
@@ -63,12 +87,18 @@ pub struct TrustProfile {
     pub has_client_cert: bool,
     pub roots: Arc<RootCertStore>,
     pub provider: Arc<CryptoProvider>,
-    client_identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+    client_identity: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
 }
 
 impl fmt::Debug for TrustProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrustProfile").field("source", &self.source).field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("TrustProfile")
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,12 +118,17 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
     let mut roots = RootCertStore::empty();
     let mut insecure = !spec.verify;
     let mut source = if insecure {
-        TrustSource::Insecure { why: format!("{key}.insecure_skip_verify / ssl_verify: false") }
+        TrustSource::Insecure {
+            why: format!("{key}.insecure_skip_verify / ssl_verify: false"),
+        }
     } else {
         TrustSource::System
     };
     if !spec.pinned_sha256.is_empty() {
-        source = TrustSource::Pinned { key: format!("{key}.pinned_sha256"), count: spec.pinned_sha256.len() };
+        source = TrustSource::Pinned {
+            key: format!("{key}.pinned_sha256"),
+            count: spec.pinned_sha256.len(),
+        };
     } else if !insecure {
         match (&spec.ca_cert, spec.configured) {
             (Some(ca), _) => {
@@ -102,14 +137,21 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
                     add_system(&mut roots);
                 }
                 add_file_or_dir(&mut roots, &format!("{key}.ca_cert"), ca)?;
-                source = TrustSource::Configured { key: format!("{key}.ca_cert"), path: ca.clone(), append };
+                source = TrustSource::Configured {
+                    key: format!("{key}.ca_cert"),
+                    path: ca.clone(),
+                    append,
+                };
             }
             (None, true) => add_system(&mut roots),
             (None, false) => source = from_env(env, &mut roots, &mut insecure)?,
         }
         if !insecure && roots.is_empty() {
-            return Err(ConfigError::new(format!("{key}.ca_cert"), format!("no trusted CA certificates were found ({source})"))
-                .hint("install the system CA bundle (ca-certificates), or give ca_cert"));
+            return Err(ConfigError::new(
+                format!("{key}.ca_cert"),
+                format!("no trusted CA certificates were found ({source})"),
+            )
+            .hint("install the system CA bundle (ca-certificates), or give ca_cert"));
         }
     }
     let roots = Arc::new(roots);
@@ -120,7 +162,12 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
             Some(
                 WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
                     .build()
-                    .map_err(|e| ConfigError::new(format!("{key}.ca_cert"), format!("cannot use these CAs: {e}")))?,
+                    .map_err(|e| {
+                        ConfigError::new(
+                            format!("{key}.ca_cert"),
+                            format!("cannot use these CAs: {e}"),
+                        )
+                    })?,
             )
         },
         pins: spec.pinned_sha256.clone(),
@@ -128,14 +175,20 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
         provider: provider.clone(),
     });
     let identity = match &spec.client_cert {
-        Some((cert, keyf)) => Some((pem::certs(&format!("{key}.cert_file"), cert)?, pem::private_key(&format!("{key}.key_file"), keyf)?)),
+        Some((cert, keyf)) => Some((
+            pem::certs(&format!("{key}.cert_file"), cert)?,
+            pem::private_key(&format!("{key}.key_file"), keyf)?,
+        )),
         None => None,
     };
     let config = client_config(&provider, verifier, clone_identity(&identity), &key)?;
     if let Some(name) = &spec.server_name {
         ServerName::try_from(name.as_str()).map_err(|_| {
-            ConfigError::new(format!("{key}.server_name"), format!("{name:?} is not a DNS name or IP address"))
-                .hint("give the name the server's certificate covers, e.g. mcp.internal.example")
+            ConfigError::new(
+                format!("{key}.server_name"),
+                format!("{name:?} is not a DNS name or IP address"),
+            )
+            .hint("give the name the server's certificate covers, e.g. mcp.internal.example")
         })?;
     }
     Ok(TrustProfile {
@@ -155,7 +208,10 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
 fn client_config(
     provider: &Arc<CryptoProvider>,
     verifier: Arc<dyn ServerCertVerifier>,
-    identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+    identity: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
     key: &str,
 ) -> Result<Arc<ClientConfig>, ConfigError> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -165,8 +221,11 @@ fn client_config(
         .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some((chain, k)) => builder.with_client_auth_cert(chain, k).map_err(|e| {
-            ConfigError::new(format!("{key}.key_file"), format!("does not fit the client certificate: {e}"))
-                .hint("key_file must be the private key of cert_file's first certificate")
+            ConfigError::new(
+                format!("{key}.key_file"),
+                format!("does not fit the client certificate: {e}"),
+            )
+            .hint("key_file must be the private key of cert_file's first certificate")
         })?,
         None => builder.with_no_client_auth(),
     };
@@ -177,19 +236,36 @@ fn client_config(
 impl TrustProfile {
     /// A config that accepts any server certificate and records the chain it was shown:
     /// used only to diagnose a failed handshake (and by probe), never to carry traffic.
-    pub fn capturing(&self) -> (Arc<ClientConfig>, Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>) {
+    pub fn capturing(
+        &self,
+    ) -> (
+        Arc<ClientConfig>,
+        Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>,
+    ) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let verifier = Arc::new(Capture { seen: seen.clone(), provider: self.provider.clone() });
-        let config = client_config(&self.provider, verifier, clone_identity(&self.client_identity), &self.key)
-            .unwrap_or_else(|_| self.config.clone());
+        let verifier = Arc::new(Capture {
+            seen: seen.clone(),
+            provider: self.provider.clone(),
+        });
+        let config = client_config(
+            &self.provider,
+            verifier,
+            clone_identity(&self.client_identity),
+            &self.key,
+        )
+        .unwrap_or_else(|_| self.config.clone());
         (config, seen)
     }
 }
 
-type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
+type Identity = (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
 
 fn clone_identity(id: &Option<Identity>) -> Option<Identity> {
-    id.as_ref().map(|(chain, key)| (chain.clone(), key.clone_key()))
+    id.as_ref()
+        .map(|(chain, key)| (chain.clone(), key.clone_key()))
 }
 
 fn add_system(roots: &mut RootCertStore) {
@@ -210,12 +286,18 @@ fn add_file_or_dir(roots: &mut RootCertStore, key: &str, path: &Path) -> Result<
     Ok(())
 }
 
-fn from_env(env: &Env<'_>, roots: &mut RootCertStore, insecure: &mut bool) -> Result<TrustSource, ConfigError> {
+fn from_env(
+    env: &Env<'_>,
+    roots: &mut RootCertStore,
+    insecure: &mut bool,
+) -> Result<TrustSource, ConfigError> {
     if let Some(v) = (env.0)("SSL_VERIFY") {
         match v.to_ascii_lowercase().as_str() {
             "false" | "0" | "no" | "off" => {
                 *insecure = true;
-                return Ok(TrustSource::Insecure { why: format!("SSL_VERIFY={v}") });
+                return Ok(TrustSource::Insecure {
+                    why: format!("SSL_VERIFY={v}"),
+                });
             }
             "true" | "1" | "yes" | "on" => {}
             _ => {
@@ -248,7 +330,10 @@ pub struct PinMismatch {
 
 impl fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the certificate presented does not match the pinned fingerprint(s)")
+        write!(
+            f,
+            "the certificate presented does not match the pinned fingerprint(s)"
+        )
     }
 }
 
@@ -262,7 +347,10 @@ pub fn sha256(der: &[u8]) -> [u8; 32] {
 }
 
 pub fn hex_fingerprint(fp: &[u8; 32]) -> String {
-    fp.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    fp.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[derive(Debug)]
@@ -290,7 +378,9 @@ impl ServerCertVerifier for Verifier {
             if self.pins.contains(&fp) {
                 return Ok(ServerCertVerified::assertion());
             }
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(PinMismatch { presented: fp })))));
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinMismatch { presented: fp })),
+            )));
         }
         match &self.webpki {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
@@ -298,16 +388,38 @@ impl ServerCertVerifier for Verifier {
         }
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -333,15 +445,37 @@ impl ServerCertVerifier for Capture {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -16,7 +16,11 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(if overflow { Err(TooLong) } else { Ok(!buf.is_empty()) });
+            return Ok(if overflow {
+                Err(TooLong)
+            } else {
+                Ok(!buf.is_empty())
+            });
         }
         let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
             Some(i) => (&available[..i], Some(i + 1)),

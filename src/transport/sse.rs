@@ -44,3 +44,88 @@ mod tests {
         assert_eq!(&e[..], b"id: 7\nevent: endpoint\ndata: a\ndata: b\n\n");
     }
 }
+
+/// One parsed SSE event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+}
+
+/// An incremental SSE parser: feed it bytes as they arrive, get whole events out.
+#[derive(Default)]
+pub struct Parser {
+    line: Vec<u8>,
+    current: Event,
+    has_data: bool,
+}
+
+impl Parser {
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        for &b in bytes {
+            if b == b'\n' {
+                let mut line = std::mem::take(&mut self.line);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.line_done(&line, out);
+            } else if self.line.len() < (64 << 20) {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) {
+        if line.is_empty() {
+            if self.has_data || self.current.event.is_some() {
+                out.push(std::mem::take(&mut self.current));
+            }
+            self.current = Event::default();
+            self.has_data = false;
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let (field, value) = match text.split_once(':') {
+            Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+            None => (text.to_string(), String::new()),
+        };
+        match field.as_str() {
+            "event" => self.current.event = Some(value),
+            "data" => {
+                if self.has_data {
+                    self.current.data.push('\n');
+                }
+                self.current.data.push_str(&value);
+                self.has_data = true;
+            }
+            "id" => self.current.id = Some(value),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod parser_tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks() {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        p.feed(b"event: endpoint\r\ndata: /mess", &mut out);
+        assert!(out.is_empty());
+        p.feed(
+            b"age?x=1\r\n\r\n: comment\n\nid: 7\ndata: a\ndata: b\n\n",
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].event.as_deref(), Some("endpoint"));
+        assert_eq!(out[0].data, "/message?x=1");
+        assert_eq!(out[1].data, "a\nb");
+        assert_eq!(out[1].id.as_deref(), Some("7"));
+    }
+}

@@ -59,7 +59,11 @@ impl Health {
     }
 
     pub fn state(&self) -> State {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).state.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
+            .clone()
     }
 
     /// Ready unless the last attempt to run it failed or it is down.

@@ -5,7 +5,9 @@
 //! sorted: responses with the client's own id restored, messages related to an in-flight
 //! request (progress), and the rest.
 
+pub mod connector;
 pub mod health;
+pub mod remote;
 pub mod stdio;
 
 use serde_json::Value;

@@ -83,7 +83,11 @@ pub struct SendError(pub String);
 
 impl StdioHub {
     /// Spawns the child and its supervisor. Fails at once if the command cannot be started.
-    pub async fn start(name: &str, spec: StdioSpec, health: Arc<Health>) -> Result<Arc<Self>, String> {
+    pub async fn start(
+        name: &str,
+        spec: StdioSpec,
+        health: Arc<Health>,
+    ) -> Result<Arc<Self>, String> {
         let (stop, _) = watch::channel(false);
         let hub = Arc::new(Self {
             name: name.to_string(),
@@ -121,7 +125,8 @@ impl StdioHub {
     /// Forgets a session: its pending requests are dropped.
     pub fn detach(&self, sink: &Weak<dyn Sink>) {
         let mut st = self.lock();
-        st.sinks.retain(|s| !Weak::ptr_eq(s, sink) && s.strong_count() > 0);
+        st.sinks
+            .retain(|s| !Weak::ptr_eq(s, sink) && s.strong_count() > 0);
         st.pending.retain(|_, p| !Weak::ptr_eq(&p.sink, sink));
     }
 
@@ -150,18 +155,31 @@ impl StdioHub {
                 let stdin = st.stdin.clone().ok_or_else(|| self.down_error(&st))?;
                 let upstream_id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let progress = jsonrpc::progress_token(&frame);
-                let original_id = jsonrpc::replace_id(&mut frame, json!(upstream_id)).unwrap_or(Value::Null);
+                let original_id =
+                    jsonrpc::replace_id(&mut frame, json!(upstream_id)).unwrap_or(Value::Null);
                 let purpose = if is_init && st.init.is_none() {
                     let mut request = frame.clone();
                     if let Some(o) = request.as_object_mut() {
                         o.remove("id");
                     }
-                    st.init = Some(InitCache { request, result: None, initialized_sent: false });
+                    st.init = Some(InitCache {
+                        request,
+                        result: None,
+                        initialized_sent: false,
+                    });
                     Purpose::Initialize
                 } else {
                     Purpose::Client
                 };
-                st.pending.insert(upstream_id, Pending { sink: weak, original_id, progress, purpose });
+                st.pending.insert(
+                    upstream_id,
+                    Pending {
+                        sink: weak,
+                        original_id,
+                        progress,
+                        purpose,
+                    },
+                );
                 if let Err(e) = write(&stdin, &frame) {
                     st.pending.remove(&upstream_id);
                     return Err(e);
@@ -181,7 +199,8 @@ impl StdioHub {
                     Some("notifications/cancelled") => {
                         let wanted = frame.pointer("/params/requestId").map(jsonrpc::id_key);
                         let found = st.pending.iter().find(|(_, p)| {
-                            Weak::ptr_eq(&p.sink, &weak) && Some(jsonrpc::id_key(&p.original_id)) == wanted
+                            Weak::ptr_eq(&p.sink, &weak)
+                                && Some(jsonrpc::id_key(&p.original_id)) == wanted
                         });
                         match found {
                             Some((uid, _)) => frame["params"]["requestId"] = json!(*uid),
@@ -204,13 +223,17 @@ impl StdioHub {
 
     fn down_error(&self, st: &State) -> SendError {
         let why = st.down_reason.as_deref().unwrap_or("is not running");
-        SendError(format!("upstream {:?} {why}; it is being restarted, retry shortly", self.name))
+        SendError(format!(
+            "upstream {:?} {why}; it is being restarted, retry shortly",
+            self.name
+        ))
     }
 
     /// Starts a child and wires its pipes, so messages can be sent the moment this returns.
     fn spawn_child(self: &Arc<Self>) -> Result<Running, String> {
         let mut child = self.command_child()?;
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err("the child was started without pipes".into());
         };
@@ -222,7 +245,9 @@ impl StdioHub {
             let mut st = self.lock();
             st.stdin = Some(tx);
             st.down_reason = None;
-            st.init.as_ref().map(|i| (i.request.clone(), i.initialized_sent))
+            st.init
+                .as_ref()
+                .map(|i| (i.request.clone(), i.initialized_sent))
         };
         if let Some((request, initialized)) = replay {
             self.replay_initialize(request, initialized);
@@ -242,7 +267,10 @@ impl StdioHub {
             cmd.current_dir(cwd);
         }
         cmd.spawn().map_err(|e| {
-            format!("cannot start {:?} for upstream {:?}: {e}", self.spec.command, self.name)
+            format!(
+                "cannot start {:?} for upstream {:?}: {e}",
+                self.spec.command, self.name
+            )
         })
     }
 
@@ -287,7 +315,11 @@ impl StdioHub {
     }
 
     /// Wires up one child and waits for it to exit. `None` means closed on purpose.
-    async fn run(self: &Arc<Self>, running: &mut Running, stop: &mut watch::Receiver<bool>) -> Option<String> {
+    async fn run(
+        self: &Arc<Self>,
+        running: &mut Running,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<String> {
         let Running { child, reader } = running;
         let status = tokio::select! {
             s = child.wait() => s,
@@ -321,12 +353,25 @@ impl StdioHub {
         let uid = self.next_id.fetch_add(1, Ordering::Relaxed);
         request["id"] = json!(uid);
         let mut st = self.lock();
-        let Some(stdin) = st.stdin.clone() else { return };
+        let Some(stdin) = st.stdin.clone() else {
+            return;
+        };
         let nobody: Weak<dyn Sink> = Weak::<Nobody>::new();
-        st.pending.insert(uid, Pending { sink: nobody, original_id: Value::Null, progress: None, purpose: Purpose::Replay });
+        st.pending.insert(
+            uid,
+            Pending {
+                sink: nobody,
+                original_id: Value::Null,
+                progress: None,
+                purpose: Purpose::Replay,
+            },
+        );
         let _ = write(&stdin, &request);
         if initialized {
-            let _ = write(&stdin, &jsonrpc::notification("notifications/initialized", json!({})));
+            let _ = write(
+                &stdin,
+                &jsonrpc::notification("notifications/initialized", json!({})),
+            );
         }
         tracing::info!(server = %self.name, "replayed initialize to the restarted child");
     }
@@ -338,8 +383,15 @@ impl StdioHub {
                 continue;
             }
             if let Some(sink) = p.sink.upgrade() {
-                let msg = format!("upstream {:?} {reason} before answering; it is being restarted", self.name);
-                sink.response(jsonrpc::error(p.original_id, code::UPSTREAM_UNAVAILABLE, msg));
+                let msg = format!(
+                    "upstream {:?} {reason} before answering; it is being restarted",
+                    self.name
+                );
+                sink.response(jsonrpc::error(
+                    p.original_id,
+                    code::UPSTREAM_UNAVAILABLE,
+                    msg,
+                ));
             }
         }
     }
@@ -377,7 +429,8 @@ impl StdioHub {
                     let mut st = self.lock();
                     let p = st.pending.remove(&u)?;
                     if p.purpose == Purpose::Initialize {
-                        if let (Some(init), Some(result)) = (st.init.as_mut(), frame.get("result")) {
+                        if let (Some(init), Some(result)) = (st.init.as_mut(), frame.get("result"))
+                        {
                             init.result = Some(result.clone());
                         }
                     }
@@ -415,10 +468,18 @@ impl StdioHub {
                 // child (the one whose call it belongs to), or the only session there is.
                 let target = {
                     let st = self.lock();
-                    let newest = st.pending.iter().filter(|(_, p)| p.purpose != Purpose::Replay).max_by_key(|(u, _)| **u);
-                    newest
-                        .map(|(_, p)| p.sink.clone())
-                        .or_else(|| st.sinks.iter().rev().find(|s| s.strong_count() > 0).cloned())
+                    let newest = st
+                        .pending
+                        .iter()
+                        .filter(|(_, p)| p.purpose != Purpose::Replay)
+                        .max_by_key(|(u, _)| **u);
+                    newest.map(|(_, p)| p.sink.clone()).or_else(|| {
+                        st.sinks
+                            .iter()
+                            .rev()
+                            .find(|s| s.strong_count() > 0)
+                            .cloned()
+                    })
                 };
                 if let Some(sink) = target.and_then(|s| s.upgrade()) {
                     sink.unsolicited(frame);
@@ -431,7 +492,8 @@ impl StdioHub {
     }
 
     fn broadcast(&self, frame: Value) {
-        let sinks: Vec<Arc<dyn Sink>> = self.lock().sinks.iter().filter_map(Weak::upgrade).collect();
+        let sinks: Vec<Arc<dyn Sink>> =
+            self.lock().sinks.iter().filter_map(Weak::upgrade).collect();
         for s in sinks {
             s.unsolicited(frame.clone());
         }
@@ -442,7 +504,9 @@ fn write(stdin: &mpsc::Sender<Bytes>, frame: &Value) -> Result<(), SendError> {
     let mut line = serde_json::to_vec(frame).map_err(|e| SendError(e.to_string()))?;
     line.push(b'\n');
     stdin.try_send(Bytes::from(line)).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => SendError("upstream is not reading its input fast enough (queue full)".into()),
+        mpsc::error::TrySendError::Full(_) => {
+            SendError("upstream is not reading its input fast enough (queue full)".into())
+        }
         mpsc::error::TrySendError::Closed(_) => SendError("upstream's input is closed".into()),
     })
 }
@@ -465,7 +529,9 @@ async fn stderr_loop(name: String, stderr: tokio::process::ChildStderr) {
                 tracing::info!(target: "mcpgate::upstream::stderr", server = %name, "{line}");
             }
             Ok(false) => return,
-            Err(_) => tracing::info!(target: "mcpgate::upstream::stderr", server = %name, "(a stderr line over 16 KiB, skipped)"),
+            Err(_) => {
+                tracing::info!(target: "mcpgate::upstream::stderr", server = %name, "(a stderr line over 16 KiB, skipped)")
+            }
         }
     }
 }

@@ -27,16 +27,26 @@ async fn check_mode(mode: &str, expect: [Outcome; 3]) {
     let extra = if mode == "none" {
         "  client_auth: none\n".to_string()
     } else {
-        format!("  client_ca_file: {}\n  client_auth: {mode}\n", pki.file("client-ca.crt"))
+        format!(
+            "  client_ca_file: {}\n  client_auth: {mode}\n",
+            pki.file("client-ca.crt")
+        )
     };
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(&extra), demo_upstream("")));
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(&extra),
+        demo_upstream("")
+    ));
     let base = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     let got = [
         try_client(&gate, base.clone()).await,
         try_client(&gate, base.clone().with_identity(&pki.client)).await,
         try_client(&gate, base.clone().with_identity(&pki.other_client)).await,
     ];
-    assert_eq!(got, expect, "client_auth {mode}: [no cert, valid cert, other CA's cert]");
+    assert_eq!(
+        got, expect,
+        "client_auth {mode}: [no cert, valid cert, other CA's cert]"
+    );
 }
 
 #[tokio::test]
@@ -46,24 +56,43 @@ async fn none_serves_everyone() {
 
 #[tokio::test]
 async fn request_verifies_a_certificate_only_when_one_is_sent() {
-    check_mode("request", [Outcome::Served, Outcome::Served, Outcome::Refused]).await;
+    check_mode(
+        "request",
+        [Outcome::Served, Outcome::Served, Outcome::Refused],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn require_wants_any_certificate() {
-    check_mode("require", [Outcome::Refused, Outcome::Served, Outcome::Served]).await;
+    check_mode(
+        "require",
+        [Outcome::Refused, Outcome::Served, Outcome::Served],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn verify_wants_a_certificate_from_the_client_ca() {
-    check_mode("verify", [Outcome::Refused, Outcome::Served, Outcome::Refused]).await;
+    check_mode(
+        "verify",
+        [Outcome::Refused, Outcome::Served, Outcome::Refused],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_verified_client_identity_is_logged_with_its_session() {
     let pki = Pki::new();
-    let extra = format!("  client_ca_file: {}\n  client_auth: verify\n", pki.file("client-ca.crt"));
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(&extra), demo_upstream("")));
+    let extra = format!(
+        "  client_ca_file: {}\n  client_auth: verify\n",
+        pki.file("client-ca.crt")
+    );
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(&extra),
+        demo_upstream("")
+    ));
     let mut conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
         .with_identity(&pki.client)
         .connect(gate.addr)

@@ -14,7 +14,11 @@ fn check(yaml: &str) -> (bool, String) {
         .env("MCPGATE_DATA_DIR", dir.path("data"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -23,39 +27,68 @@ fn unknown_keys_name_their_path() {
     let (ok, text) = check("server:\n  listen: 127.0.0.1:0\n  lisen: x\n");
     assert!(!ok);
     assert!(text.contains("server") && text.contains("lisen"), "{text}");
-    let (ok, text) = check("mcp_servers:\n  a:\n    command: /bin/cat\n    tls:\n      ca_crt: x\n");
+    let (ok, text) =
+        check("mcp_servers:\n  a:\n    command: /bin/cat\n    tls:\n      ca_crt: x\n");
     assert!(!ok);
-    assert!(text.contains("mcp_servers.a.tls") && text.contains("ca_crt"), "{text}");
+    assert!(
+        text.contains("mcp_servers.a.tls") && text.contains("ca_crt"),
+        "{text}"
+    );
 }
 
 #[test]
 fn old_tls_versions_are_refused_with_an_explanation() {
     let (ok, text) = check("tls:\n  min_version: \"1.0\"\n");
     assert!(!ok);
-    assert!(text.contains("tls.min_version") && text.contains("RFC 8996") && text.contains("hint:"), "{text}");
+    assert!(
+        text.contains("tls.min_version") && text.contains("RFC 8996") && text.contains("hint:"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_unknown_cipher_suite_lists_the_valid_ones() {
     let pki = Pki::new();
-    let (ok, text) = check(&format!("{}{}", pki.tls_block("  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n"), demo_upstream("")));
+    let (ok, text) = check(&format!(
+        "{}{}",
+        pki.tls_block("  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n"),
+        demo_upstream("")
+    ));
     assert!(!ok);
-    assert!(text.contains("tls.cipher_suites.0") && text.contains("TLS_AES_128_GCM_SHA256") && text.contains("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"), "{text}");
+    assert!(
+        text.contains("tls.cipher_suites.0")
+            && text.contains("TLS_AES_128_GCM_SHA256")
+            && text.contains("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_unknown_curve_lists_the_valid_ones() {
     let pki = Pki::new();
-    let (ok, text) = check(&format!("{}{}", pki.tls_block("  curve_preferences: [brainpool]\n"), demo_upstream("")));
+    let (ok, text) = check(&format!(
+        "{}{}",
+        pki.tls_block("  curve_preferences: [brainpool]\n"),
+        demo_upstream("")
+    ));
     assert!(!ok);
-    assert!(text.contains("tls.curve_preferences.0") && text.contains("X25519MLKEM768") && text.contains("P-384"), "{text}");
+    assert!(
+        text.contains("tls.curve_preferences.0")
+            && text.contains("X25519MLKEM768")
+            && text.contains("P-384"),
+        "{text}"
+    );
 }
 
 #[test]
 fn unreadable_files_name_the_key_and_path() {
-    let (ok, text) = check("tls:\n  cert_file: /nonexistent/server.crt\n  key_file: /nonexistent/server.key\n");
+    let (ok, text) =
+        check("tls:\n  cert_file: /nonexistent/server.crt\n  key_file: /nonexistent/server.key\n");
     assert!(!ok);
-    assert!(text.contains("tls.cert_file") && text.contains("/nonexistent/server.crt"), "{text}");
+    assert!(
+        text.contains("tls.cert_file") && text.contains("/nonexistent/server.crt"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -74,16 +107,23 @@ fn plaintext_off_loopback_needs_the_insecure_flag() {
 
 #[test]
 fn a_missing_environment_variable_is_named() {
-    let (ok, text) = check("auth:\n  type: bearer\n  bearer:\n    tokens: [\"${MCPGATE_E2E_SURELY_UNSET}\"]\n");
+    let (ok, text) =
+        check("auth:\n  type: bearer\n  bearer:\n    tokens: [\"${MCPGATE_E2E_SURELY_UNSET}\"]\n");
     assert!(!ok);
-    assert!(text.contains("auth.bearer.tokens.0") && text.contains("MCPGATE_E2E_SURELY_UNSET"), "{text}");
+    assert!(
+        text.contains("auth.bearer.tokens.0") && text.contains("MCPGATE_E2E_SURELY_UNSET"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_missing_command_is_named() {
     let (ok, text) = check("mcp_servers:\n  tools:\n    command: surely-not-a-command-xyz\n");
     assert!(!ok);
-    assert!(text.contains("mcp_servers.tools.command") && text.contains("surely-not-a-command-xyz"), "{text}");
+    assert!(
+        text.contains("mcp_servers.tools.command") && text.contains("surely-not-a-command-xyz"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -106,8 +146,14 @@ fn every_example_config_loads() {
         seen += 1;
         let text = std::fs::read_to_string(&path).unwrap();
         // SAFETY-free env: examples use ${VAR:-default} so they load without secrets.
-        let raw = mcpgate::config::parse_raw(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        mcpgate::config::resolve(raw, Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let raw =
+            mcpgate::config::parse_raw(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        mcpgate::config::resolve(raw, Some(&path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    assert!(seen >= 3, "expected the shipped examples in {}", dir.display());
+    assert!(
+        seen >= 3,
+        "expected the shipped examples in {}",
+        dir.display()
+    );
 }

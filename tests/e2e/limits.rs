@@ -24,8 +24,13 @@ async fn limits_have_clear_errors() {
 
     let mut h = client.connect(gate.addr).await.unwrap();
     let long = "y".repeat(20_000);
-    let r = h.request("GET", "/healthz", None, &[("x-long", long.as_str())]).await;
-    assert!(matches!(&r, Ok(reply) if reply.status == 431) || r.is_err(), "oversized headers: {r:?}");
+    let r = h
+        .request("GET", "/healthz", None, &[("x-long", long.as_str())])
+        .await;
+    assert!(
+        matches!(&r, Ok(reply) if reply.status == 431) || r.is_err(),
+        "oversized headers: {r:?}"
+    );
 
     let mut a = client.connect(gate.addr).await.unwrap();
     let mut b = client.connect(gate.addr).await.unwrap();
@@ -37,7 +42,9 @@ async fn limits_have_clear_errors() {
 
     // Idle sessions are closed, which frees room for new ones.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let r = a.post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"})).await;
+    let r = a
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"}))
+        .await;
     assert_eq!(r.status, 404, "an idle session expires: {}", r.body);
     let again = c.post(&initialize_request(1)).await;
     assert_eq!(again.status, 200, "{}", again.body);

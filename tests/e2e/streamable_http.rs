@@ -10,7 +10,11 @@ use crate::support::*;
 
 async fn setup(extra: &str) -> (Pki, Gate, TlsClient) {
     let pki = Pki::new();
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(""), demo_upstream(extra)));
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(""),
+        demo_upstream(extra)
+    ));
     let client = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     (pki, gate, client)
 }
@@ -21,8 +25,15 @@ async fn initialize_list_and_call() {
     let mut c = client.connect(gate.addr).await.unwrap();
     let init = c.initialize().await;
     assert_eq!(init.json()["result"]["protocolVersion"], "2025-06-18");
-    let list = c.post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})).await;
-    let names: Vec<String> = list.response()["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    let list = c
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .await;
+    let names: Vec<String> = list.response()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
     for want in ["echo", "add", "slow", "large"] {
         assert!(names.contains(&want.to_string()), "{names:?}");
     }
@@ -41,7 +52,10 @@ async fn unknown_fields_pass_through_untouched() {
         .post(&json!({"jsonrpc":"2.0","id":"str-id","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"},"futureField":{"a":[1,2]}}}))
         .await;
     let resp = r.response();
-    assert_eq!(resp["id"], "str-id", "the client's own id (a string) comes back");
+    assert_eq!(
+        resp["id"], "str-id",
+        "the client's own id (a string) comes back"
+    );
     assert_eq!(tool_text(&resp), "x");
 }
 
@@ -57,18 +71,61 @@ async fn session_and_version_errors_have_the_spec_statuses() {
     assert_eq!(r.status, 404, "unknown session: {}", r.body);
     c.session = None;
     c.initialize().await;
-    let r = c.request("POST", "/mcp", Some(&ping), &[("mcp-protocol-version", "1999-01-01")]).await.unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            Some(&ping),
+            &[("mcp-protocol-version", "1999-01-01")],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = c.request("POST", "/mcp", Some(&ping), &[("mcp-protocol-version", "2025-03-26")]).await.unwrap();
-    assert_eq!(r.status, 400, "a version other than the negotiated one: {}", r.body);
-    let r = c.request("POST", "/mcp", Some(&ping), &[("mcp-protocol-version", "2025-06-18")]).await.unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            Some(&ping),
+            &[("mcp-protocol-version", "2025-03-26")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 400,
+        "a version other than the negotiated one: {}",
+        r.body
+    );
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            Some(&ping),
+            &[("mcp-protocol-version", "2025-06-18")],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let batch = json!([ping.clone(), ping.clone()]);
     let r = c.post(&batch).await;
-    assert_eq!(r.status, 400, "batches were removed in 2025-06-18: {}", r.body);
-    let r = c.request("POST", "/mcp", Some(&json!({"jsonrpc":"2.0","id":1})), &[]).await.unwrap();
+    assert_eq!(
+        r.status, 400,
+        "batches were removed in 2025-06-18: {}",
+        r.body
+    );
+    let r = c
+        .request("POST", "/mcp", Some(&json!({"jsonrpc":"2.0","id":1})), &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
-    let r = c.request("POST", "/mcp", None, &[("content-type", "application/json")]).await.unwrap();
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 400, "empty body is a parse error");
     assert_eq!(r.json()["error"]["code"], -32700);
 }
@@ -81,9 +138,17 @@ async fn progress_streams_as_sse_before_the_response() {
     let r = c
         .post(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":0.2},"_meta":{"progressToken":"tok"}}}))
         .await;
-    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let msgs = r.messages();
-    let progress: Vec<&Value> = msgs.iter().filter(|m| m["method"] == "notifications/progress").collect();
+    let progress: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
     assert_eq!(progress.len(), 4, "{msgs:?}");
     assert_eq!(progress[0]["params"]["progressToken"], "tok");
     assert_eq!(msgs.last().unwrap()["id"], 5, "the response comes last");
@@ -97,7 +162,12 @@ async fn a_server_request_reaches_the_client_and_its_answer_goes_back() {
     let mut side = client.connect(gate.addr).await.unwrap();
     side.session = c.session.clone();
     let call = tokio::spawn(async move {
-        c.call_tool(6, "ask_client", json!({"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 5}})).await
+        c.call_tool(
+            6,
+            "ask_client",
+            json!({"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 5}}),
+        )
+        .await
     });
     // The sampling request arrives on the call's SSE stream; we answer it on another connection.
     // To see it, open the GET stream instead would also work; here we poll the call's stream by
@@ -108,9 +178,15 @@ async fn a_server_request_reaches_the_client_and_its_answer_goes_back() {
     assert_eq!(r.status, 202);
     let reply = call.await.unwrap();
     let msgs = reply.messages();
-    let asked = msgs.iter().find(|m| m["method"] == "sampling/createMessage").expect("the server request came down the call's stream");
+    let asked = msgs
+        .iter()
+        .find(|m| m["method"] == "sampling/createMessage")
+        .expect("the server request came down the call's stream");
     assert_eq!(asked["id"], "demo-1");
-    assert!(tool_text(&reply.response()).contains("sampled!"), "{msgs:?}");
+    assert!(
+        tool_text(&reply.response()).contains("sampled!"),
+        "{msgs:?}"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +200,10 @@ async fn client_cancellation_reaches_the_server() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = side.post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":11,"reason":"test"}})).await;
     assert_eq!(r.status, 202);
-    let reply = tokio::time::timeout(Duration::from_secs(10), call).await.expect("cancelled call must end").unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("cancelled call must end")
+        .unwrap();
     let resp = reply.response();
     assert_eq!(resp["id"], 11);
     assert_eq!(resp["error"]["message"], "cancelled", "{resp}");
@@ -137,10 +216,15 @@ async fn notifications_reach_the_get_stream() {
     c.initialize().await;
     // Open the GET stream on a raw connection and read it incrementally.
     let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(TlsClient::trusting(&pki.server_ca.issued.cert_pem).config())
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(
+        TlsClient::trusting(&pki.server_ca.issued.cert_pem).config(),
+    )
+    .connect(
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        tcp,
+    )
+    .await
+    .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!(
         "GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nMcp-Session-Id: {}\r\n\r\n",
@@ -152,15 +236,23 @@ async fn notifications_reach_the_get_stream() {
     let n = tls.read(&mut buf).await.unwrap();
     seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    let r = c.call_tool(12, "notify", json!({"message": "hello stream"})).await;
+    let r = c
+        .call_tool(12, "notify", json!({"message": "hello stream"}))
+        .await;
     assert_eq!(tool_text(&r.response()), "notified");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !(seen.contains("hello stream") && seen.contains("list_changed")) {
-        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf)).await.expect("stream got the notifications").unwrap();
+        let n = tokio::time::timeout_at(deadline, tls.read(&mut buf))
+            .await
+            .expect("stream got the notifications")
+            .unwrap();
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     // A second GET stream on the same session is refused.
-    let dup = c.request("GET", "/mcp", None, &[("accept", "text/event-stream")]).await.unwrap();
+    let dup = c
+        .request("GET", "/mcp", None, &[("accept", "text/event-stream")])
+        .await
+        .unwrap();
     assert_eq!(dup.status, 409);
 }
 
@@ -171,7 +263,9 @@ async fn delete_ends_the_session() {
     c.initialize().await;
     let r = c.request("DELETE", "/mcp", None, &[]).await.unwrap();
     assert_eq!(r.status, 200);
-    let r = c.post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"})).await;
+    let r = c
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"}))
+        .await;
     assert_eq!(r.status, 404);
 }
 

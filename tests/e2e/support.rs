@@ -69,12 +69,23 @@ impl Pki {
         let server_ca = Authority::new_root(&Spec::new("Test Server CA", 30)).unwrap();
         let client_ca = Authority::new_root(&Spec::new("Test Client CA", 30)).unwrap();
         let other_ca = Authority::new_root(&Spec::new("Other CA", 30)).unwrap();
-        let server = server_ca.server(&Spec::new("localhost", 30).names(["localhost", "127.0.0.1", "::1"])).unwrap();
+        let server = server_ca
+            .server(&Spec::new("localhost", 30).names(["localhost", "127.0.0.1", "::1"]))
+            .unwrap();
         let client = client_ca.client(&Spec::new("alice", 30)).unwrap();
         let other_client = other_ca.client(&Spec::new("mallory", 30)).unwrap();
-        let pki = Self { dir, server_ca, client_ca, server, client, other_client };
-        pki.dir.write("server-ca.crt", &pki.server_ca.issued.cert_pem);
-        pki.dir.write("client-ca.crt", &pki.client_ca.issued.cert_pem);
+        let pki = Self {
+            dir,
+            server_ca,
+            client_ca,
+            server,
+            client,
+            other_client,
+        };
+        pki.dir
+            .write("server-ca.crt", &pki.server_ca.issued.cert_pem);
+        pki.dir
+            .write("client-ca.crt", &pki.client_ca.issued.cert_pem);
         pki.dir.write("server.crt", &pki.server.cert_pem);
         pki.dir.write("server.key", &pki.server.key_pem);
         pki
@@ -165,8 +176,18 @@ impl Gate {
                 panic!("mcpgate did not start; stderr:\n{}", stderr.lock().unwrap());
             }
         };
-        let addr = base.split("://").nth(1).unwrap().parse().expect("banner address");
-        Self { child, addr, stderr, _dir: dir }
+        let addr = base
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .parse()
+            .expect("banner address");
+        Self {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -241,8 +262,15 @@ impl TlsClient {
             .with_root_certificates(roots);
         let mut config = match &self.identity {
             Some((cert, key)) => {
-                let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).map(Result::unwrap).collect();
-                builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+                builder
+                    .with_client_auth_cert(
+                        chain,
+                        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                    )
+                    .unwrap()
             }
             None => builder.with_no_client_auth(),
         };
@@ -252,22 +280,37 @@ impl TlsClient {
 
     /// Connects and completes the handshake; the error is the handshake's (or first read's).
     pub async fn connect(&self, addr: std::net::SocketAddr) -> Result<Conn, String> {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(self.config());
         let name = ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         let (_, conn) = tls.get_ref();
         let info = Negotiated {
             version: conn.protocol_version(),
             suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
             group: conn.negotiated_key_exchange_group().map(|g| g.name()),
-            peer_leaf: conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()),
+            peer_leaf: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec()),
         };
-        let (send, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        let (send, connection) = http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Conn { send, info, session: None, headers: HashMap::new() })
+        Ok(Conn {
+            send,
+            info,
+            session: None,
+            headers: HashMap::new(),
+        })
     }
 }
 
@@ -302,7 +345,11 @@ impl Reply {
 
     /// The JSON-RPC messages of an SSE body (or the one JSON body).
     pub fn messages(&self) -> Vec<Value> {
-        let ct = self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ct = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if ct.starts_with("text/event-stream") {
             sse_messages(&self.body)
         } else {
@@ -322,7 +369,10 @@ impl Reply {
 pub fn sse_messages(body: &str) -> Vec<Value> {
     body.split("\n\n")
         .filter_map(|event| {
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .filter_map(|d| serde_json::from_str(&d).ok())
@@ -330,7 +380,13 @@ pub fn sse_messages(body: &str) -> Vec<Value> {
 }
 
 impl Conn {
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<&Value>, extra: &[(&str, &str)]) -> Result<Reply, String> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply, String> {
         let mut b = Request::builder().method(method).uri(path);
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             b = b.header("host", "localhost");
@@ -351,27 +407,53 @@ impl Conn {
             b = b.header(*k, *v);
         }
         let req = b
-            .body(Full::new(Bytes::from(body.map(|v| v.to_string()).unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|v| v.to_string()).unwrap_or_default(),
+            )))
             .unwrap();
         self.send.ready().await.map_err(|e| e.to_string())?;
-        let resp = self.send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     pub async fn post(&mut self, body: &Value) -> Reply {
-        self.request("POST", "/mcp", Some(body), &[]).await.expect("POST /mcp")
+        self.request("POST", "/mcp", Some(body), &[])
+            .await
+            .expect("POST /mcp")
     }
 
     /// initialize + notifications/initialized; keeps the session id.
     pub async fn initialize(&mut self) -> Reply {
         let r = self.post(&initialize_request(1)).await;
         assert_eq!(r.status, StatusCode::OK, "initialize failed: {}", r.body);
-        self.session = r.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_string());
-        assert!(self.session.is_some(), "no Mcp-Session-Id in {:?}", r.headers);
-        let n = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        self.session = r
+            .headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert!(
+            self.session.is_some(),
+            "no Mcp-Session-Id in {:?}",
+            r.headers
+        );
+        let n = self
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
         assert_eq!(n.status, StatusCode::ACCEPTED);
         r
     }

@@ -9,7 +9,11 @@ use serde_json::json;
 use crate::support::*;
 
 fn gate_with(pki: &Pki, tls_extra: &str) -> Gate {
-    Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(tls_extra), demo_upstream("")))
+    Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(tls_extra),
+        demo_upstream("")
+    ))
 }
 
 #[tokio::test]
@@ -18,9 +22,19 @@ async fn min_version_1_3_refuses_a_tls_1_2_client() {
     let gate = gate_with(&pki, "  min_version: \"1.3\"\n");
     let mut only12 = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     only12.versions = vec![&rustls::version::TLS12];
-    let err = only12.connect(gate.addr).await.err().expect("a TLS 1.2-only client must be refused");
-    assert!(err.to_lowercase().contains("protocol version") || err.contains("alert"), "{err}");
-    let ok = TlsClient::trusting(&pki.server_ca.issued.cert_pem).connect(gate.addr).await.unwrap();
+    let err = only12
+        .connect(gate.addr)
+        .await
+        .err()
+        .expect("a TLS 1.2-only client must be refused");
+    assert!(
+        err.to_lowercase().contains("protocol version") || err.contains("alert"),
+        "{err}"
+    );
+    let ok = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
     assert_eq!(ok.info.version, Some(rustls::ProtocolVersion::TLSv1_3));
 }
 
@@ -30,8 +44,14 @@ async fn max_version_1_2_refuses_a_tls_1_3_client() {
     let gate = gate_with(&pki, "  max_version: \"1.2\"\n");
     let mut only13 = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     only13.versions = vec![&rustls::version::TLS13];
-    assert!(only13.connect(gate.addr).await.is_err(), "a TLS 1.3-only client must be refused");
-    let ok = TlsClient::trusting(&pki.server_ca.issued.cert_pem).connect(gate.addr).await.unwrap();
+    assert!(
+        only13.connect(gate.addr).await.is_err(),
+        "a TLS 1.3-only client must be refused"
+    );
+    let ok = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
     assert_eq!(ok.info.version, Some(rustls::ProtocolVersion::TLSv1_2));
 }
 
@@ -50,9 +70,18 @@ async fn default_bounds_accept_tls_1_2_and_1_3() {
 #[tokio::test]
 async fn a_cipher_suite_restriction_is_what_the_handshake_negotiates() {
     let pki = Pki::new();
-    let gate = gate_with(&pki, "  max_version: \"1.2\"\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]\n");
-    let conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem).connect(gate.addr).await.unwrap();
-    assert_eq!(conn.info.suite, Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256));
+    let gate = gate_with(
+        &pki,
+        "  max_version: \"1.2\"\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]\n",
+    );
+    let conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.info.suite,
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
+    );
     // A client that offers only another suite finds no common cipher.
     let mut other = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     other.suites = Some(vec![cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]);
@@ -64,19 +93,36 @@ async fn a_cipher_suite_restriction_is_what_the_handshake_negotiates() {
 async fn a_curve_restriction_is_what_the_handshake_negotiates() {
     let pki = Pki::new();
     let gate = gate_with(&pki, "  curve_preferences: [P-384]\n");
-    let conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem).connect(gate.addr).await.unwrap();
+    let conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
     assert_eq!(conn.info.group, Some(rustls::NamedGroup::secp384r1));
     let mut x25519_only = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     x25519_only.groups = Some(vec![kx_group::X25519]);
-    assert!(x25519_only.connect(gate.addr).await.is_err(), "no common group must fail");
+    assert!(
+        x25519_only.connect(gate.addr).await.is_err(),
+        "no common group must fail"
+    );
 }
 
 #[tokio::test]
 async fn rsa_pkcs1_and_ec_sec1_and_ed25519_keys_all_serve() {
     use mcpgate::tls::devca::{KeyKind, Spec};
     let pki = Pki::new();
-    for (kind, tag) in [(KeyKind::Rsa2048, "RSA PRIVATE KEY"), (KeyKind::EcdsaP256, "EC PRIVATE KEY"), (KeyKind::Ed25519, "PRIVATE KEY")] {
-        let leaf = pki.server_ca.server(&Spec::new("localhost", 30).names(["localhost", "127.0.0.1"]).key(kind)).unwrap();
+    for (kind, tag) in [
+        (KeyKind::Rsa2048, "RSA PRIVATE KEY"),
+        (KeyKind::EcdsaP256, "EC PRIVATE KEY"),
+        (KeyKind::Ed25519, "PRIVATE KEY"),
+    ] {
+        let leaf = pki
+            .server_ca
+            .server(
+                &Spec::new("localhost", 30)
+                    .names(["localhost", "127.0.0.1"])
+                    .key(kind),
+            )
+            .unwrap();
         let key_path = pki.dir.write("k.pem", &leaf.key_pem);
         if tag != "PRIVATE KEY" {
             // openssl writes the traditional (PKCS#1 / SEC1) encodings.
@@ -84,10 +130,19 @@ async fn rsa_pkcs1_and_ec_sec1_and_ed25519_keys_all_serve() {
                 .args(["pkey", "-traditional", "-in"])
                 .arg(&key_path)
                 .output()
-                .expect("openssl must be installed to convert key formats (scripts/test installs it)");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                .expect(
+                    "openssl must be installed to convert key formats (scripts/test installs it)",
+                );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8(out.stdout).unwrap();
-            assert!(text.contains(&format!("BEGIN {tag}")), "openssl gave {text}");
+            assert!(
+                text.contains(&format!("BEGIN {tag}")),
+                "openssl gave {text}"
+            );
             std::fs::write(&key_path, text).unwrap();
         }
         let cert = pki.dir.write("c.pem", &leaf.cert_pem);
@@ -97,8 +152,18 @@ async fn rsa_pkcs1_and_ec_sec1_and_ed25519_keys_all_serve() {
             key_path.display(),
             demo_upstream("")
         ));
-        let mut conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem).connect(gate.addr).await.unwrap();
-        assert_eq!(conn.request("GET", "/healthz", None, &[]).await.unwrap().status, 200, "{kind:?}");
+        let mut conn = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+            .connect(gate.addr)
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.request("GET", "/healthz", None, &[])
+                .await
+                .unwrap()
+                .status,
+            200,
+            "{kind:?}"
+        );
     }
 }
 
@@ -112,19 +177,32 @@ async fn certificate_reload_keeps_open_sessions_and_serves_the_new_certificate()
     old.initialize().await;
     let first_leaf = old.info.peer_leaf.clone().unwrap();
 
-    let renewed = pki.server_ca.server(&Spec::new("localhost", 60).names(["localhost", "127.0.0.1"])).unwrap();
+    let renewed = pki
+        .server_ca
+        .server(&Spec::new("localhost", 60).names(["localhost", "127.0.0.1"]))
+        .unwrap();
     // Replace by rename, as Kubernetes and editors do.
     std::fs::write(pki.dir.path("server.key.new"), &renewed.key_pem).unwrap();
     std::fs::write(pki.dir.path("server.crt.new"), &renewed.cert_pem).unwrap();
     std::fs::rename(pki.dir.path("server.key.new"), pki.dir.path("server.key")).unwrap();
     std::fs::rename(pki.dir.path("server.crt.new"), pki.dir.path("server.crt")).unwrap();
-    assert!(gate.wait_log("TLS certificate reloaded", Duration::from_secs(10)), "no reload; logs:\n{}", gate.logs());
+    assert!(
+        gate.wait_log("TLS certificate reloaded", Duration::from_secs(10)),
+        "no reload; logs:\n{}",
+        gate.logs()
+    );
 
     let fresh = client.connect(gate.addr).await.unwrap();
-    assert_eq!(fresh.info.peer_leaf.as_deref(), Some(renewed.der.as_slice()), "new connections get the new certificate");
+    assert_eq!(
+        fresh.info.peer_leaf.as_deref(),
+        Some(renewed.der.as_slice()),
+        "new connections get the new certificate"
+    );
     assert_ne!(first_leaf, renewed.der);
     // The connection opened before the reload still works, in the same session.
-    let r = old.call_tool(7, "echo", json!({"text": "still here"})).await;
+    let r = old
+        .call_tool(7, "echo", json!({"text": "still here"}))
+        .await;
     assert_eq!(tool_text(&r.response()), "still here");
 }
 
@@ -136,20 +214,28 @@ async fn http2_is_negotiated_by_alpn() {
     c.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(c.config())
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method("POST")
         .uri(format!("https://localhost:{}/mcp", gate.addr.port()))
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(initialize_request(1).to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            initialize_request(1).to_string(),
+        )))
         .unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -10,18 +10,32 @@ use crate::support::*;
 #[tokio::test]
 async fn a_crash_answers_requests_in_flight_and_the_session_recovers() {
     let pki = Pki::new();
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(""), demo_upstream("")));
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(""),
+        demo_upstream("")
+    ));
     let client = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     let mut c = client.connect(gate.addr).await.unwrap();
     c.initialize().await;
     let mut slow = client.connect(gate.addr).await.unwrap();
     slow.session = c.session.clone();
-    let in_flight = tokio::spawn(async move { slow.call_tool(20, "slow", json!({"seconds": 60})).await });
+    let in_flight =
+        tokio::spawn(async move { slow.call_tool(20, "slow", json!({"seconds": 60})).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let crash = c.call_tool(21, "crash", json!({"code": 7})).await.response();
+    let crash = c
+        .call_tool(21, "crash", json!({"code": 7}))
+        .await
+        .response();
     assert_eq!(crash["error"]["code"], -32000, "{crash}");
-    assert!(crash["error"]["message"].as_str().unwrap().contains("exited with status 7"), "{crash}");
+    assert!(
+        crash["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 7"),
+        "{crash}"
+    );
 
     let slow_reply = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
@@ -29,43 +43,77 @@ async fn a_crash_answers_requests_in_flight_and_the_session_recovers() {
         .unwrap()
         .response();
     assert_eq!(slow_reply["id"], 20);
-    assert!(slow_reply["error"]["message"].as_str().unwrap().contains("exited"), "{slow_reply}");
+    assert!(
+        slow_reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited"),
+        "{slow_reply}"
+    );
 
     // The child comes back, with initialize replayed, and the session works again.
     let mut recovered = None;
     for _ in 0..50 {
-        let r = c.call_tool(22, "echo", json!({"text": "back"})).await.response();
+        let r = c
+            .call_tool(22, "echo", json!({"text": "back"}))
+            .await
+            .response();
         if r.get("result").is_some() {
             recovered = Some(r);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(tool_text(&recovered.expect("the session recovers after the restart")), "back");
+    assert_eq!(
+        tool_text(&recovered.expect("the session recovers after the restart")),
+        "back"
+    );
     let ready = c.request("GET", "/readyz", None, &[]).await.unwrap().json();
-    assert!(ready["upstreams"][0]["restarts"].as_u64().unwrap() >= 1, "{ready}");
-    assert!(gate.logs().contains("exited with status 7"), "the crash is logged");
+    assert!(
+        ready["upstreams"][0]["restarts"].as_u64().unwrap() >= 1,
+        "{ready}"
+    );
+    assert!(
+        gate.logs().contains("exited with status 7"),
+        "the crash is logged"
+    );
 }
 
 #[tokio::test]
 async fn child_stderr_is_logged_under_the_server_name() {
     let pki = Pki::new();
-    let script = pki.dir.write("noisy.sh", "#!/bin/sh\necho 'noisy server says hi' >&2\nexec cat >/dev/null\n");
+    let script = pki.dir.write(
+        "noisy.sh",
+        "#!/bin/sh\necho 'noisy server says hi' >&2\nexec cat >/dev/null\n",
+    );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let gate = Gate::start(&format!(
         "server:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  noisy:\n    command: {}\n    session_mode: shared\n",
         pki.tls_block(""),
         script.display()
     ));
-    assert!(gate.wait_log("noisy server says hi", Duration::from_secs(5)), "{}", gate.logs());
-    let line = gate.logs().lines().find(|l| l.contains("noisy server says hi")).unwrap().to_string();
+    assert!(
+        gate.wait_log("noisy server says hi", Duration::from_secs(5)),
+        "{}",
+        gate.logs()
+    );
+    let line = gate
+        .logs()
+        .lines()
+        .find(|l| l.contains("noisy server says hi"))
+        .unwrap()
+        .to_string();
     assert!(line.contains("noisy"), "{line}");
 }
 
 #[tokio::test]
 async fn closing_sessions_leaves_no_child_behind() {
     let pki = Pki::new();
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(""), demo_upstream("")));
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(""),
+        demo_upstream("")
+    ));
     let client = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
     for _ in 0..5 {
         let mut c = client.connect(gate.addr).await.unwrap();
@@ -88,9 +136,13 @@ async fn closing_sessions_leaves_no_child_behind() {
 fn children_of(pid: u32) -> usize {
     let mut n = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // Fields after the command (which is in parentheses): state, ppid, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
             n += 1;

@@ -1,0 +1,694 @@
+//! The remote upstream: an MCP client over HTTPS, Streamable HTTP (2025-03-26 onward) or the
+//! legacy HTTP+SSE transport, with `auto` trying Streamable HTTP first and falling back to SSE
+//! when the server answers the initialize POST with 400, 404 or 405.
+//!
+//! Messages are sent in the order they came: each waits until the previous one was accepted
+//! (response headers received); bodies stream on in their own tasks, so long calls overlap.
+//! Redirects are followed only within the same origin; https-to-http is refused with the
+//! Location and the URL to use. After `notifications/initialized`, a GET stream carries the
+//! server's own messages and reconnects with backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+use super::Sink;
+use super::connector::Connector;
+use crate::config::{RemoteSpec, RemoteTransport};
+use crate::jsonrpc::{self, Kind, code};
+use crate::tls::diagnose::{self, ErrorClass, Failure};
+use crate::transport::sse;
+
+pub struct RemoteUpstream {
+    name: String,
+    spec: RemoteSpec,
+    connector: Connector,
+    client: Client<Connector, Full<Bytes>>,
+    state: Mutex<State>,
+    endpoint_ready: Notify,
+    queue: mpsc::UnboundedSender<(Arc<dyn Sink>, Value)>,
+}
+
+#[derive(Default)]
+struct State {
+    url: Option<Uri>,
+    mode: Mode,
+    session: Option<String>,
+    version: Option<String>,
+    init_key: Option<String>,
+    post_url: Option<Uri>,
+    sse_failed: Option<String>,
+    get_stream: bool,
+    closed: bool,
+    last_event_id: Option<String>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    #[default]
+    Unknown,
+    Streamable,
+    Sse,
+}
+
+impl RemoteUpstream {
+    pub fn start(name: &str, spec: RemoteSpec, connector: Connector) -> Result<Arc<Self>, String> {
+        let url: Uri = spec
+            .url
+            .parse()
+            .map_err(|e| format!("{:?} is not a valid URL: {e}", spec.url))?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mode = match spec.transport {
+            RemoteTransport::Sse => Mode::Sse,
+            RemoteTransport::StreamableHttp => Mode::Streamable,
+            RemoteTransport::Auto => Mode::Unknown,
+        };
+        let me = Arc::new(Self {
+            name: name.to_string(),
+            spec,
+            connector,
+            client,
+            state: Mutex::new(State {
+                url: Some(url),
+                mode,
+                ..State::default()
+            }),
+            endpoint_ready: Notify::new(),
+            queue: tx,
+        });
+        tokio::spawn(me.clone().send_loop(rx));
+        Ok(me)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a client frame; it is sent after every frame queued before it.
+    pub fn send(&self, from: &Arc<dyn Sink>, frame: Value) {
+        let _ = self.queue.send((from.clone(), frame));
+    }
+
+    /// Ends the session (DELETE) and stops reconnecting.
+    pub async fn close(&self) {
+        let (url, session) = {
+            let mut st = self.lock();
+            st.closed = true;
+            (st.url.clone(), st.session.clone())
+        };
+        if let (Some(url), Some(_)) = (url, session) {
+            let req = self.request(Method::DELETE, &url, None, "application/json");
+            if let Ok(req) = req {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await;
+            }
+        }
+    }
+
+    async fn send_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Arc<dyn Sink>, Value)>) {
+        while let Some((sink, frame)) = rx.recv().await {
+            let id = (jsonrpc::kind(&frame) == Kind::Request)
+                .then(|| frame.get("id").cloned())
+                .flatten();
+            if let Err(f) = self.send_one(&sink, &frame).await {
+                tracing::error!("{f}");
+                if let Some(id) = id {
+                    sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
+                }
+            }
+        }
+    }
+
+    async fn send_one(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        frame: &Value,
+    ) -> Result<(), Failure> {
+        if jsonrpc::method(frame) == Some("initialize") {
+            self.lock().init_key = frame.get("id").map(jsonrpc::id_key);
+        }
+        let mode = self.lock().mode;
+        match mode {
+            Mode::Sse => self.send_sse(sink, frame).await,
+            Mode::Streamable | Mode::Unknown => {
+                let body = Bytes::from(frame.to_string());
+                let url = self.current_url();
+                let resp = self
+                    .exchange(
+                        Method::POST,
+                        &url,
+                        Some(body),
+                        "application/json, text/event-stream",
+                    )
+                    .await?;
+                let status = resp.status();
+                if mode == Mode::Unknown
+                    && matches!(
+                        status,
+                        StatusCode::BAD_REQUEST
+                            | StatusCode::NOT_FOUND
+                            | StatusCode::METHOD_NOT_ALLOWED
+                    )
+                {
+                    tracing::info!(upstream = %self.name, "{url} answered {status} to a Streamable HTTP POST; trying the legacy SSE transport");
+                    self.lock().mode = Mode::Sse;
+                    return self.send_sse(sink, frame).await;
+                }
+                self.lock().mode = Mode::Streamable;
+                self.streamable_answer(sink, frame, resp, &url).await
+            }
+        }
+    }
+
+    async fn streamable_answer(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        frame: &Value,
+        resp: Response<Incoming>,
+        url: &Uri,
+    ) -> Result<(), Failure> {
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.status_failure(status, url, resp).await);
+        }
+        if let Some(sid) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.lock().session = Some(sid.to_string());
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let me = self.clone();
+        let sink = sink.clone();
+        if status == StatusCode::ACCEPTED || jsonrpc::kind(frame) != Kind::Request {
+            if jsonrpc::method(frame) == Some("notifications/initialized") {
+                self.start_get_stream(sink);
+            }
+            return Ok(());
+        }
+        tokio::spawn(async move {
+            if is_sse {
+                me.read_events(resp.into_body(), &sink, false).await;
+            } else {
+                match resp.into_body().collect().await {
+                    Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
+                        Ok(Value::Array(items)) => {
+                            items.into_iter().for_each(|m| me.deliver(&sink, m))
+                        }
+                        Ok(m) => me.deliver(&sink, m),
+                        Err(e) => {
+                            tracing::warn!(upstream = %me.name, "the server's answer is not JSON: {e}")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(upstream = %me.name, "reading the server's answer failed: {e}")
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Hands a server message to the sink, noting the negotiated protocol version.
+    fn deliver(&self, sink: &Arc<dyn Sink>, m: Value) {
+        match jsonrpc::kind(&m) {
+            Kind::Response => {
+                let key = m.get("id").map(jsonrpc::id_key);
+                {
+                    let mut st = self.lock();
+                    if key.is_some() && st.init_key == key {
+                        st.init_key = None;
+                        st.version = m
+                            .pointer("/result/protocolVersion")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                    }
+                }
+                sink.response(m);
+            }
+            Kind::Request | Kind::Notification => sink.unsolicited(m),
+            Kind::Invalid => {
+                tracing::warn!(upstream = %self.name, "the server sent a message that is not JSON-RPC 2.0; dropped")
+            }
+        }
+    }
+
+    /// Reads SSE events from a body; `legacy` streams also carry the `endpoint` event.
+    async fn read_events(
+        &self,
+        mut body: Incoming,
+        sink: &Arc<dyn Sink>,
+        legacy: bool,
+    ) -> Option<String> {
+        let mut parser = sse::Parser::default();
+        let mut events = Vec::new();
+        loop {
+            let frame = match body.frame().await {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Some(e.to_string()),
+                None => return None,
+            };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            parser.feed(data, &mut events);
+            for ev in events.drain(..) {
+                if let Some(id) = &ev.id {
+                    self.lock().last_event_id = Some(id.clone());
+                }
+                match ev.event.as_deref() {
+                    Some("endpoint") if legacy => self.set_endpoint(&ev.data),
+                    None | Some("message") => {
+                        if ev.data.trim().is_empty() {
+                            continue; // priming event
+                        }
+                        match serde_json::from_str::<Value>(&ev.data) {
+                            Ok(m) => self.deliver(sink, m),
+                            Err(e) => {
+                                tracing::warn!(upstream = %self.name, "an SSE message is not JSON: {e}")
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    fn set_endpoint(&self, data: &str) {
+        let base = self.current_url();
+        match resolve(&base, data.trim()) {
+            Some(u) if same_origin(&u, &base) => {
+                self.lock().post_url = Some(u);
+                self.endpoint_ready.notify_waiters();
+            }
+            _ => {
+                self.lock().sse_failed = Some(format!(
+                    "the server announced an endpoint on another origin ({data}); refused"
+                ));
+                self.endpoint_ready.notify_waiters();
+            }
+        }
+    }
+
+    async fn send_sse(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        frame: &Value,
+    ) -> Result<(), Failure> {
+        let post = self.sse_endpoint(sink).await?;
+        let resp = self
+            .exchange(
+                Method::POST,
+                &post,
+                Some(Bytes::from(frame.to_string())),
+                "application/json, text/event-stream",
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_failure(resp.status(), &post, resp).await);
+        }
+        Ok(())
+    }
+
+    /// Opens the legacy SSE stream if needed and waits for its `endpoint` event.
+    async fn sse_endpoint(self: &Arc<Self>, sink: &Arc<dyn Sink>) -> Result<Uri, Failure> {
+        let url = self.current_url();
+        let place = self.connector.place(&url);
+        {
+            let st = self.lock();
+            if let Some(p) = &st.post_url {
+                return Ok(p.clone());
+            }
+            if let Some(why) = &st.sse_failed {
+                return Err(Failure::new(
+                    ErrorClass::Http,
+                    place,
+                    why.clone(),
+                    "restart the client to open a new SSE session",
+                ));
+            }
+        }
+        let resp = self
+            .exchange(Method::GET, &url, None, "text/event-stream")
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_failure(resp.status(), &url, resp).await);
+        }
+        let ready = self.endpoint_ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        let me = self.clone();
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let why = me.read_events(resp.into_body(), &sink, true).await;
+            let mut st = me.lock();
+            st.post_url = None;
+            st.sse_failed = Some(format!(
+                "the SSE stream closed{}",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            ));
+            drop(st);
+            me.endpoint_ready.notify_waiters();
+        });
+        if tokio::time::timeout(self.spec.timeout, ready)
+            .await
+            .is_err()
+        {
+            return Err(Failure::new(
+                ErrorClass::Http,
+                place,
+                "the SSE stream sent no endpoint event",
+                "check that the URL is the server's SSE endpoint (often /sse)",
+            ));
+        }
+        let st = self.lock();
+        match (&st.post_url, &st.sse_failed) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(why)) => Err(Failure::new(
+                ErrorClass::Http,
+                place,
+                why.clone(),
+                "check the server's logs",
+            )),
+            (None, None) => Err(Failure::new(
+                ErrorClass::Http,
+                place,
+                "no SSE endpoint",
+                "check the URL",
+            )),
+        }
+    }
+
+    fn start_get_stream(self: &Arc<Self>, sink: Arc<dyn Sink>) {
+        {
+            let mut st = self.lock();
+            if st.get_stream || st.mode != Mode::Streamable {
+                return;
+            }
+            st.get_stream = true;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                if me.lock().closed {
+                    return;
+                }
+                let url = me.current_url();
+                match me
+                    .exchange(Method::GET, &url, None, "text/event-stream")
+                    .await
+                {
+                    Ok(resp) if resp.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+                    Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return,
+                    Ok(resp) if resp.status().is_success() => {
+                        backoff = Duration::from_millis(500);
+                        me.read_events(resp.into_body(), &sink, false).await;
+                    }
+                    Ok(resp) => {
+                        tracing::debug!(upstream = %me.name, "GET stream answered {}", resp.status())
+                    }
+                    Err(f) => tracing::debug!(upstream = %me.name, "GET stream: {f}"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    fn current_url(&self) -> Uri {
+        self.lock().url.clone().unwrap_or_default()
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &Uri,
+        body: Option<Bytes>,
+        accept: &'static str,
+    ) -> Result<Request<Full<Bytes>>, Failure> {
+        let st = self.lock();
+        let mut b = Request::builder()
+            .method(method)
+            .uri(url.clone())
+            .header(ACCEPT, HeaderValue::from_static(accept));
+        if body.is_some() {
+            b = b.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(s) = &st.session {
+            b = b.header("mcp-session-id", s.as_str());
+        }
+        if let Some(v) = &st.version {
+            b = b.header("mcp-protocol-version", v.as_str());
+        }
+        if let Some(id) = st
+            .last_event_id
+            .as_ref()
+            .filter(|_| accept == "text/event-stream")
+        {
+            b = b.header("last-event-id", id.as_str());
+        }
+        drop(st);
+        if let Some(t) = &self.spec.bearer_token {
+            b = b.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in &self.spec.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) else {
+                continue;
+            };
+            b = b.header(name, value);
+        }
+        b.body(Full::new(body.unwrap_or_default())).map_err(|e| {
+            Failure::new(
+                ErrorClass::Other,
+                self.connector.place(url),
+                format!("cannot build the request: {e}"),
+                "check the custom headers",
+            )
+        })
+    }
+
+    /// Sends a request, following same-origin redirects and refusing the rest.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &Uri,
+        body: Option<Bytes>,
+        accept: &'static str,
+    ) -> Result<Response<Incoming>, Failure> {
+        let mut url = url.clone();
+        for _ in 0..5 {
+            let req = self.request(method.clone(), &url, body.clone(), accept)?;
+            let resp = match tokio::time::timeout(self.spec.timeout, self.client.request(req)).await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(self.transport_failure(&e, &url)),
+                Err(_) => {
+                    return Err(Failure::new(
+                        ErrorClass::TimedOut,
+                        self.connector.place(&url),
+                        format!("no answer within {:?}", self.spec.timeout),
+                        "raise the upstream's timeout, or check the server",
+                    ));
+                }
+            };
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let Some(next) = resolve(&url, &location) else {
+                return Err(Failure::new(
+                    ErrorClass::Http,
+                    self.connector.place(&url),
+                    format!(
+                        "{} redirect without a usable Location ({location:?})",
+                        resp.status()
+                    ),
+                    "use the server's final URL",
+                ));
+            };
+            if url.scheme_str() == Some("https") && next.scheme_str() == Some("http") {
+                let fixed = format!(
+                    "https://{}{}",
+                    next.authority().map(|a| a.as_str()).unwrap_or(""),
+                    next.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                );
+                return Err(Failure::new(
+                    ErrorClass::HttpsToHttpRedirect,
+                    self.connector.place(&url),
+                    format!("the server redirected from https to http (Location: {location}); refused"),
+                    format!("this is usually a proxy's trailing-slash redirect that lost the scheme: use {fixed} as the URL"),
+                )
+                .cause(format!("{} {}", resp.status().as_u16(), resp.status().canonical_reason().unwrap_or(""))));
+            }
+            if !same_origin(&next, &url) {
+                return Err(Failure::new(
+                    ErrorClass::CrossOriginRedirect,
+                    self.connector.place(&url),
+                    format!(
+                        "the server redirected to another origin (Location: {location}); refused"
+                    ),
+                    format!("if {next} is the right server, use it as the URL"),
+                ));
+            }
+            tracing::info!(upstream = %self.name, "following redirect {url} -> {next}; use the new URL to skip it");
+            self.lock().url = Some(next.clone());
+            url = next;
+        }
+        Err(Failure::new(
+            ErrorClass::Http,
+            self.connector.place(&url),
+            "too many redirects",
+            "use the server's final URL",
+        ))
+    }
+
+    fn transport_failure(&self, e: &hyper_util::client::legacy::Error, url: &Uri) -> Failure {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(err) = cur {
+            if let Some(f) = err.downcast_ref::<Failure>() {
+                let mut f = f.clone();
+                f.at.url = url.to_string();
+                return f;
+            }
+            cur = err.source();
+        }
+        let place = self.connector.place(url);
+        if let Some(tls) = diagnose::find_rustls_error(e) {
+            return diagnose::classify_tls(tls, place, self.connector.profile(), &[]);
+        }
+        if url.scheme_str() == Some("http") && e.to_string().contains("parse") {
+            return Failure::new(
+                ErrorClass::TlsOnPlaintextPort,
+                place,
+                "the server's answer is not HTTP (TLS on this port?)",
+                "use an https:// URL",
+            );
+        }
+        Failure::new(
+            ErrorClass::Other,
+            place,
+            format!("the request failed: {e}"),
+            "run mcpgate probe on the URL for a full diagnosis",
+        )
+    }
+
+    async fn status_failure(
+        &self,
+        status: StatusCode,
+        url: &Uri,
+        resp: Response<Incoming>,
+    ) -> Failure {
+        let body = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| {
+                String::from_utf8_lossy(&b.to_bytes())
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        let place = self.connector.place(url);
+        let has_session = self.lock().session.is_some();
+        let (summary, hint) = match status {
+            StatusCode::NOT_FOUND if has_session => ("the server ended the MCP session (404 for its session id)".to_string(), "restart the client so it initializes a new session".to_string()),
+            StatusCode::NOT_FOUND => (format!("404 Not Found: no MCP endpoint at {url}"), "check the URL's path (often /mcp for Streamable HTTP or /sse for SSE)".to_string()),
+            StatusCode::UNAUTHORIZED => ("401 Unauthorized: the server wants credentials".to_string(), "send a token: --bearer-env VAR, or --header 'Authorization: Bearer ...'".to_string()),
+            StatusCode::FORBIDDEN => ("403 Forbidden".to_string(), "the server refused this client (token scope, Origin or Host checks); see the server's message".to_string()),
+            StatusCode::BAD_REQUEST if self.lock().mode == Mode::Sse && self.lock().post_url.is_none() => (
+                format!("400 Bad Request opening an SSE stream at {url}"),
+                "this may be a Streamable HTTP endpoint: try --transport http (or the server's /sse URL)".to_string(),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (format!("405 Method Not Allowed at {url}"), "the URL may be the other transport's endpoint: try --transport sse or --transport http".to_string()),
+            s => (format!("HTTP {s}"), "see the server's message".to_string()),
+        };
+        let mut f = Failure::new(ErrorClass::Http, place, summary, hint);
+        if !body.trim().is_empty() {
+            f = f.cause(format!("server said: {}", body.trim()));
+        }
+        f
+    }
+}
+
+/// Resolves a Location or endpoint reference against a base URL.
+fn resolve(base: &Uri, reference: &str) -> Option<Uri> {
+    if reference.starts_with("http://") || reference.starts_with("https://") {
+        return reference.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    let path = if reference.starts_with('/') {
+        reference.to_string()
+    } else {
+        let dir = base.path().rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        format!("{dir}/{reference}")
+    };
+    format!("{scheme}://{authority}{path}").parse().ok()
+}
+
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    let port = |u: &Uri| {
+        u.port_u16().unwrap_or(if u.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        })
+    };
+    a.scheme_str() == b.scheme_str()
+        && a.host().map(str::to_ascii_lowercase) == b.host().map(str::to_ascii_lowercase)
+        && port(a) == port(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_resolve_against_the_base() {
+        let base: Uri = "https://h:8443/a/sse".parse().unwrap();
+        assert_eq!(
+            resolve(&base, "/message?x=1").unwrap().to_string(),
+            "https://h:8443/message?x=1"
+        );
+        assert_eq!(
+            resolve(&base, "messages/?s=1").unwrap().to_string(),
+            "https://h:8443/a/messages/?s=1"
+        );
+        assert!(same_origin(
+            &"https://h:443/x".parse().unwrap(),
+            &"https://H/y".parse().unwrap()
+        ));
+        assert!(!same_origin(
+            &"https://h/x".parse().unwrap(),
+            &"http://h/x".parse().unwrap()
+        ));
+    }
+}

@@ -7,6 +7,9 @@
 //! upstream, URL, peer address, SNI and trust source. An unknown-issuer failure triggers a
 //! second, capture-only handshake to see the chain the server sent.
 
+// A `Failure` is the full diagnosis (class, context, hint); it is built only on the error path.
+#![allow(clippy::result_large_err)]
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -168,6 +171,28 @@ impl Connector {
         diagnose::classify_tls(tls_err, at, profile, &chain)
     }
 
+    /// Connects again and reads first: a server that refuses the client (certificate required
+    /// or rejected, TLS 1.3) says so in an alert right after the handshake.
+    pub async fn recheck(&self, uri: &Uri) -> Option<Failure> {
+        let stream = match self.connect(uri.clone()).await {
+            Ok(s) => s,
+            Err(f) => return Some(f),
+        };
+        let Stream::Tls(mut tls, _) = stream else {
+            return None;
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut byte)).await {
+            Ok(Err(e)) => {
+                let mut at = self.place(uri);
+                at.peer = tls.get_ref().0.peer_addr().ok();
+                diagnose::find_rustls_error(&e)
+                    .map(|r| diagnose::classify_tls(r, at, &self.inner.profile, &[]))
+            }
+            _ => None,
+        }
+    }
+
     /// A second handshake that accepts anything, only to see the chain the server sends.
     pub async fn capture_chain(
         &self,
@@ -188,8 +213,7 @@ impl Connector {
             )
             .await;
         }
-        let chain = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        chain
+        seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

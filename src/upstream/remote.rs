@@ -8,6 +8,9 @@
 //! Location and the URL to use. After `notifications/initialized`, a GET stream carries the
 //! server's own messages and reconnects with backoff.
 
+// A `Failure` is the full diagnosis (class, context, hint); it is built only on the error path.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -503,7 +506,7 @@ impl RemoteUpstream {
             let resp = match tokio::time::timeout(self.spec.timeout, self.client.request(req)).await
             {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(self.transport_failure(&e, &url)),
+                Ok(Err(e)) => return Err(self.transport_failure(&e, &url).await),
                 Err(_) => {
                     return Err(Failure::new(
                         ErrorClass::TimedOut,
@@ -569,7 +572,7 @@ impl RemoteUpstream {
         ))
     }
 
-    fn transport_failure(&self, e: &hyper_util::client::legacy::Error, url: &Uri) -> Failure {
+    async fn transport_failure(&self, e: &hyper_util::client::legacy::Error, url: &Uri) -> Failure {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
         while let Some(err) = cur {
             if let Some(f) = err.downcast_ref::<Failure>() {
@@ -582,6 +585,13 @@ impl RemoteUpstream {
         let place = self.connector.place(url);
         if let Some(tls) = diagnose::find_rustls_error(e) {
             return diagnose::classify_tls(tls, place, self.connector.profile(), &[]);
+        }
+        // TLS 1.3 servers judge a client certificate after the handshake: the alert is often
+        // lost behind a broken pipe. A fresh handshake that reads first surfaces it.
+        if url.scheme_str() == Some("https") {
+            if let Some(f) = self.connector.recheck(url).await {
+                return f;
+            }
         }
         if url.scheme_str() == Some("http") && e.to_string().contains("parse") {
             return Failure::new(

@@ -10,4 +10,5 @@ mod legacy_sse;
 mod limits;
 mod streamable_http;
 mod tls_surface;
+mod trust_engine;
 mod upstream_crash;

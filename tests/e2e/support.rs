@@ -477,3 +477,118 @@ pub fn tool_text(response: &Value) -> String {
         .unwrap_or_else(|| panic!("no text result in {response}"))
         .to_string()
 }
+
+/// What one run of `mcpgate connect` printed.
+pub struct ConnectRun {
+    pub stdout: Vec<Value>,
+    pub stderr: String,
+}
+
+impl ConnectRun {
+    /// The first message on stdout (the answer to initialize).
+    pub fn first(&self) -> &Value {
+        self.stdout.first().unwrap_or_else(|| {
+            panic!(
+                "connect printed nothing on stdout; stderr:\n{}",
+                self.stderr
+            )
+        })
+    }
+
+    /// The error message of the first answer (panics if it succeeded).
+    pub fn error(&self) -> String {
+        self.first()["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "expected an error, got {}; stderr:\n{}",
+                    self.first(),
+                    self.stderr
+                )
+            })
+            .to_string()
+    }
+
+    pub fn ok(&self) -> &Value {
+        let f = self.first();
+        assert!(
+            f.get("result").is_some(),
+            "expected success, got {f}; stderr:\n{}",
+            self.stderr
+        );
+        f
+    }
+}
+
+/// Runs `mcpgate connect <args>` with a clean trust environment plus `env`, sends
+/// `initialize`, reads answers until `want` arrived (or 20 s), then closes stdin.
+pub fn connect_once(
+    args: &[&str],
+    env: &[(&str, &str)],
+    extra: &[Value],
+    want: usize,
+) -> ConnectRun {
+    use std::io::Write;
+    let mut cmd = Command::new(mcpgate_bin());
+    cmd.arg("connect").args(args).arg("--timeout").arg("10s");
+    for k in [
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "SSL_VERIFY",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", initialize_request(1)).unwrap();
+    for m in extra {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while out.len() < want {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(v) => {
+                if v.get("id").is_some() {
+                    out.push(v);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    ConnectRun {
+        stdout: out,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

@@ -480,7 +480,10 @@ pub fn tool_text(response: &Value) -> String {
 
 /// What one run of `mcpgate connect` printed.
 pub struct ConnectRun {
+    /// Messages with an id (responses), in arrival order.
     pub stdout: Vec<Value>,
+    /// Notifications and requests from the server.
+    pub notifications: Vec<Value>,
     pub stderr: String,
 }
 
@@ -566,14 +569,17 @@ pub fn connect_once(
         }
     });
     let mut out = Vec::new();
+    let mut notifications = Vec::new();
     let end = Instant::now() + Duration::from_secs(20);
-    while out.len() < want {
-        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            Ok(v) => {
-                if v.get("id").is_some() {
-                    out.push(v);
-                }
-            }
+    let mut grace: Option<Instant> = None;
+    loop {
+        if out.len() >= want && grace.is_none() {
+            grace = Some(Instant::now() + Duration::from_millis(500));
+        }
+        let until = grace.unwrap_or(end).min(end);
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(v) if v.get("method").is_some() => notifications.push(v),
+            Ok(v) => out.push(v),
             Err(_) => break,
         }
     }
@@ -589,6 +595,7 @@ pub fn connect_once(
     let output = child.wait_with_output().unwrap();
     ConnectRun {
         stdout: out,
+        notifications,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }

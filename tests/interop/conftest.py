@@ -3,6 +3,10 @@
 - `pki`: a throwaway PKI made with `cryptography` on every run (server CA + server
   certificate, client CA + client certificate, and an unrelated "other" CA + client
   certificate), as PEM files in a tmp dir.
+- `fastmcp_https`: a factory that starts a FastMCP server (official SDK) over HTTPS with
+  uvicorn on 127.0.0.1 (Streamable HTTP at /mcp or legacy SSE at /sse, optionally requiring
+  client certificates), waits until its port accepts connections and returns a
+  `RemoteServer`; every server it started is terminated at teardown.
 - `mcpgate`: a factory that starts the mcpgate binary with a YAML config written to
   tmp, waits for `listening on <URL>` on its stdout and returns the base URL; every
   process it started is terminated (SIGTERM, then SIGKILL) at teardown.
@@ -32,6 +36,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INTEROP_DIR = Path(__file__).resolve().parent
 FASTMCP_STDIO_SERVER = INTEROP_DIR / "servers" / "fastmcp_stdio.py"
+FASTMCP_HTTPS_SERVER = INTEROP_DIR / "servers" / "fastmcp_https.py"
 
 STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -45,6 +50,7 @@ try:
     import cryptography  # noqa: F401
     import httpx  # noqa: F401
     import mcp  # noqa: F401
+    import uvicorn  # noqa: F401  (serves the remote FastMCP server of test_connect_bridge)
 
     IMPORT_ERROR: str | None = None
 except Exception as exc:  # pragma: no cover - environment problem
@@ -55,7 +61,8 @@ except Exception as exc:  # pragma: no cover - environment problem
 def pytest_runtest_call(item: pytest.Item) -> None:
     if IMPORT_ERROR is not None:
         pytest.fail(
-            f"the interop test dependencies (official Python MCP SDK `mcp`, httpx, cryptography) "
+            f"the interop test dependencies (official Python MCP SDK `mcp`, httpx, cryptography, "
+            f"uvicorn) "
             f"cannot be imported ({IMPORT_ERROR}) with {sys.executable}; run "
             f"scripts/python-env.sh and use .venv/bin/pytest",
             pytrace=False,
@@ -479,3 +486,142 @@ def mcpgate(tmp_path: Path) -> Callable[..., str]:
                 f"and was killed"
             )
     assert not problems, "; ".join(problems)
+
+
+# --------------------------------------------------------------------------- remote FastMCP over HTTPS
+
+
+@dataclass
+class RemoteServer:
+    """A FastMCP server served over HTTPS by uvicorn (servers/fastmcp_https.py)."""
+
+    proc: subprocess.Popen
+    transport: str  # "streamable-http" | "sse"
+    base_url: str  # https://127.0.0.1:<port>
+    log_path: Path  # uvicorn's stdout + stderr
+    mtls: bool
+
+    @property
+    def endpoint(self) -> str:
+        """The MCP endpoint: <base>/mcp (Streamable HTTP) or <base>/sse (legacy SSE)."""
+        return self.base_url + ("/mcp" if self.transport == "streamable-http" else "/sse")
+
+    def log(self, limit: int = 4000) -> str:
+        try:
+            text = self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return text if len(text) <= limit else "...\n" + text[-limit:]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(SHUTDOWN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                try:
+                    self.proc.wait(SHUTDOWN_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: nothing may outlive it
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.proc.poll()
+
+
+def _wait_port_file(proc: subprocess.Popen, port_file: Path, deadline: float) -> int | None:
+    while time.monotonic() < deadline:
+        try:
+            text = port_file.read_text().strip()
+            if text:
+                return int(text)
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def _wait_accepting(proc: subprocess.Popen, port: int, deadline: float) -> bool:
+    """Polls 127.0.0.1:<port> with plain TCP connects until one succeeds (bounded)."""
+    import socket
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def fastmcp_https(pki: Pki | None, tmp_path: Path) -> Callable[..., RemoteServer]:
+    """Factory: fastmcp_https(transport="streamable-http"|"sse", mtls=False) -> RemoteServer.
+
+    Serves the FastMCP server (tools echo, add) with the test server certificate (signed by
+    `pki.server_ca`; SANs localhost, 127.0.0.1, ::1). With `mtls=True`, uvicorn requires a
+    client certificate signed by `pki.client_ca` (ssl.CERT_REQUIRED).
+    """
+    started: list[RemoteServer] = []
+
+    def start(transport: str = "streamable-http", mtls: bool = False) -> RemoteServer:
+        assert pki is not None
+        assert transport in ("streamable-http", "sse"), transport
+        index = len(started)
+        port_file = tmp_path / f"fastmcp-https-{index}.port"
+        log_path = tmp_path / f"fastmcp-https-{index}.log"
+        cmd = [
+            sys.executable,
+            str(FASTMCP_HTTPS_SERVER),
+            "--transport",
+            transport,
+            "--cert",
+            str(pki.server.cert),
+            "--key",
+            str(pki.server.key),
+            "--port-file",
+            str(port_file),
+        ]
+        if mtls:
+            cmd += ["--client-ca", str(pki.client_ca)]
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+        server = RemoteServer(proc=proc, transport=transport, base_url="", log_path=log_path, mtls=mtls)
+        started.append(server)
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        port = _wait_port_file(proc, port_file, deadline)
+        if port is None or not _wait_accepting(proc, port, deadline):
+            state = (
+                f"exited with code {proc.returncode}"
+                if proc.poll() is not None
+                else f"not accepting connections after {STARTUP_TIMEOUT_S:.0f} s"
+            )
+            pytest.fail(
+                f"the FastMCP HTTPS server ({transport}, mtls={mtls}) {state}\n"
+                f"command: {' '.join(cmd)}\n--- log ---\n{server.log()}",
+                pytrace=False,
+            )
+        server.base_url = f"https://127.0.0.1:{port}"
+        return server
+
+    yield start
+
+    leftovers = [s.proc.pid for s in started if s.stop() is None]
+    assert not leftovers, f"FastMCP HTTPS server(s) {leftovers} did not exit after SIGTERM and SIGKILL"

@@ -91,7 +91,9 @@ pub async fn serve(
             match tls {
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let handshake = tokio::time::timeout(app.limits.header_read_timeout, acceptor.accept(tcp)).await;
+                    let handshake =
+                        tokio::time::timeout(app.limits.header_read_timeout, acceptor.accept(tcp))
+                            .await;
                     let stream = match handshake {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -104,14 +106,20 @@ pub async fn serve(
                         }
                     };
                     let facts = TlsFacts::of(stream.get_ref().1);
-                    if app.tls_debug {
-                        tracing::info!(%peer, version = %facts.version, cipher = %facts.cipher, alpn = ?facts.alpn, sni = ?facts.sni, client = ?facts.client_subject, "TLS handshake");
-                    } else {
-                        tracing::debug!(%peer, version = %facts.version, cipher = %facts.cipher, alpn = ?facts.alpn, sni = ?facts.sni, client = ?facts.client_subject, "TLS handshake");
-                    }
-                    serve_connection(app, TokioIo::new(stream), ConnInfo { peer, tls: Some(facts) }).await;
+                    log_handshake(&app, peer, &facts);
+                    serve_connection(
+                        app,
+                        TokioIo::new(stream),
+                        ConnInfo {
+                            peer,
+                            tls: Some(facts),
+                        },
+                    )
+                    .await;
                 }
-                None => serve_connection(app, TokioIo::new(tcp), ConnInfo { peer, tls: None }).await,
+                None => {
+                    serve_connection(app, TokioIo::new(tcp), ConnInfo { peer, tls: None }).await
+                }
             }
         });
     }
@@ -123,6 +131,19 @@ pub async fn serve(
         .is_err()
     {
         conns.abort_all();
+    }
+}
+
+fn log_handshake(app: &App, peer: SocketAddr, f: &TlsFacts) {
+    let (alpn, sni, client) = (
+        f.alpn.as_deref().unwrap_or("none"),
+        f.sni.as_deref().unwrap_or("none"),
+        f.client_subject.as_deref().unwrap_or("none"),
+    );
+    if app.tls_debug {
+        tracing::info!(%peer, version = %f.version, cipher = %f.cipher, alpn, sni, client, "TLS handshake");
+    } else {
+        tracing::debug!(%peer, version = %f.version, cipher = %f.cipher, alpn, sni, client, "TLS handshake");
     }
 }
 

@@ -8,6 +8,7 @@ mod client_auth_modes;
 mod config_errors;
 mod legacy_sse;
 mod limits;
+mod logging;
 mod streamable_http;
 mod tls_surface;
 mod trust_engine;

@@ -654,7 +654,11 @@ fn connect_speaks_legacy_sse_and_auto_falls_back_to_it() {
 #[test]
 fn connect_reads_a_client_config_file_and_relays_server_notifications() {
     let pki = Pki::new();
-    let gate = Gate::start(&format!("server:\n  listen: 127.0.0.1:0\n{}{}", pki.tls_block(""), demo_upstream("")));
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}{}",
+        pki.tls_block(""),
+        demo_upstream("")
+    ));
     let alice_cert = pki.dir.write("alice.crt", &pki.client.cert_pem);
     let alice_key = pki.dir.write("alice.key", &pki.client.key_pem);
     let cfg = pki.dir.write(
@@ -669,18 +673,45 @@ fn connect_reads_a_client_config_file_and_relays_server_notifications() {
     );
     let notify = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"notify","arguments":{"message":"hello from upstream"}}});
     let init_done = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-    let run = connect_once(&["--config", cfg.to_str().unwrap()], &[], &[init_done, notify], 2);
+    let run = connect_once(
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+        &[init_done, notify],
+        2,
+    );
     run.ok();
-    assert_eq!(tool_text(run.stdout.iter().find(|m| m["id"] == 2).unwrap()), "notified");
+    assert_eq!(
+        tool_text(run.stdout.iter().find(|m| m["id"] == 2).unwrap()),
+        "notified"
+    );
     assert!(
-        run.notifications.iter().any(|n| n["method"] == "notifications/message" && n["params"]["data"] == "hello from upstream"),
+        run.notifications
+            .iter()
+            .any(|n| n["method"] == "notifications/message"
+                && n["params"]["data"] == "hello from upstream"),
         "the server's log notification reaches stdout: {:?}",
         run.notifications
     );
-    assert!(run.notifications.iter().any(|n| n["method"] == "notifications/tools/list_changed"), "{:?}", run.notifications);
+    assert!(
+        run.notifications
+            .iter()
+            .any(|n| n["method"] == "notifications/tools/list_changed"),
+        "{:?}",
+        run.notifications
+    );
     // A wrong mode is refused with the key named.
-    let bad = pki.dir.write("bad.yaml", "mode: server\nclient:\n  url: https://x/mcp\n");
-    let out = std::process::Command::new(mcpgate_bin()).args(["connect", "--config"]).arg(&bad).output().unwrap();
+    let bad = pki
+        .dir
+        .write("bad.yaml", "mode: server\nclient:\n  url: https://x/mcp\n");
+    let out = std::process::Command::new(mcpgate_bin())
+        .args(["connect", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mode"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mode"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

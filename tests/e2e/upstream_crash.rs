@@ -115,13 +115,25 @@ async fn closing_sessions_leaves_no_child_behind() {
         demo_upstream("")
     ));
     let client = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
-    for _ in 0..5 {
+    let pid = gate.child.id();
+    let open_session = || async {
         let mut c = client.connect(gate.addr).await.unwrap();
         c.initialize().await;
         c.request("DELETE", "/mcp", None, &[]).await.unwrap();
+    };
+    open_session().await;
+    settle(pid).await;
+    let baseline = fd_count(pid);
+    for _ in 0..5 {
+        open_session().await;
     }
+    settle(pid).await;
+    let after = fd_count(pid);
+    assert!(
+        after <= baseline + 2,
+        "descriptors leaked: {baseline} before, {after} after five sessions"
+    );
     // Children of the gateway process: none alive, none zombie, once sessions are closed.
-    let pid = gate.child.id();
     let mut left = usize::MAX;
     for _ in 0..50 {
         left = children_of(pid);
@@ -149,4 +161,20 @@ fn children_of(pid: u32) -> usize {
         }
     }
     n
+}
+
+async fn settle(pid: u32) {
+    for _ in 0..50 {
+        if children_of(pid) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

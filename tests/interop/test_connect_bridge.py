@@ -289,6 +289,18 @@ def test_direct_sdk_client_without_client_cert_is_refused(pki: Pki, fastmcp_http
 
     outcome = anyio.run(main)
     assert isinstance(outcome, BaseException), f"expected a refusal, got {outcome!r}\n{remote.log()}"
+    leaves: list[BaseException] = []
+    stack = [outcome]
+    while stack:
+        current = stack.pop()
+        members = getattr(current, "exceptions", None)
+        if members:
+            stack.extend(members)
+        else:
+            leaves.append(current)
+    assert any(isinstance(e, (ssl.SSLError, httpx.TransportError)) for e in leaves), (
+        f"expected a TLS-level refusal, got:\n{_describe(outcome)}\n{remote.log()}"
+    )
 
 
 # --------------------------------------------------------------------------- mcpgate connect

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this file parses and dispatches.
 
+pub mod cert;
 pub mod connect;
 pub mod serve;
 
@@ -22,6 +23,8 @@ pub enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Bridge local stdio to a remote HTTPS MCP server (for desktop clients).
     Connect(Box<connect::ConnectArgs>),
+    /// Make a development CA, server and client certificates, and trust bundles.
+    Cert(cert::CertArgs),
     /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
     DemoServer {
         /// Also offer tools that exercise a gateway: crash, ask_client, notify.
@@ -47,6 +50,7 @@ pub fn run() -> i32 {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(*args).await,
+            Command::Cert(args) => cert::run(args),
             Command::DemoServer { test_tools } => crate::demo::run(test_tools)
                 .await
                 .map_err(anyhow::Error::from),

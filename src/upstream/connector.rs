@@ -268,7 +268,9 @@ impl Proxy {
         };
         let authority = uri.authority()?;
         let (auth, _) = match authority.as_str().rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(base64(userinfo.as_bytes())), hostport),
+            Some((userinfo, hostport)) => {
+                (Some(crate::tls::pem::base64(userinfo.as_bytes())), hostport)
+            }
             None => (None, authority.as_str()),
         };
         let no_proxy = var("NO_PROXY")
@@ -364,27 +366,6 @@ impl Proxy {
     }
 }
 
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A connection to an upstream: plain TCP (http://) or TLS (with whether h2 was negotiated).
 pub enum Stream {
     Plain(TcpStream),
@@ -437,17 +418,5 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64(b"a"), "YQ==");
-        assert_eq!(base64(b"ab"), "YWI=");
     }
 }

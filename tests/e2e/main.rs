@@ -4,6 +4,7 @@
 mod support;
 
 mod auth_and_origin;
+mod cert_command;
 mod client_auth_modes;
 mod config_errors;
 mod legacy_sse;

@@ -5,6 +5,7 @@ pub mod any_client_cert;
 pub mod devca;
 pub mod diagnose;
 pub mod info;
+pub mod inspect;
 pub mod pem;
 pub mod reload;
 pub mod server;

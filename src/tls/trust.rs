@@ -234,6 +234,19 @@ fn client_config(
 }
 
 impl TrustProfile {
+    /// The same config, but noting whether the server asked for a client certificate (rustls
+    /// consults the resolver only when it does): tells "certificate required" from other
+    /// closes when a server refuses without an alert.
+    pub fn recording_client_auth(&self) -> (Arc<ClientConfig>, Arc<std::sync::atomic::AtomicBool>) {
+        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut config = (*self.config).clone();
+        config.client_auth_cert_resolver = Arc::new(RecordingResolver {
+            inner: config.client_auth_cert_resolver.clone(),
+            asked: asked.clone(),
+        });
+        (Arc::new(config), asked)
+    }
+
     /// A config that accepts any server certificate and records the chain it was shown:
     /// used only to diagnose a failed handshake (and by probe), never to carry traffic.
     pub fn capturing(
@@ -477,5 +490,28 @@ impl ServerCertVerifier for Capture {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Delegates client certificate selection, noting that the server asked for one.
+#[derive(Debug)]
+struct RecordingResolver {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for RecordingResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        // Claim certificates so rustls always consults `resolve`; with none, it sends none.
+        true
     }
 }

@@ -94,6 +94,15 @@ impl tower_service::Service<Uri> for Connector {
 
 impl Connector {
     pub async fn connect(&self, uri: Uri) -> Result<Stream, Failure> {
+        self.connect_using(uri, self.inner.profile.config.clone())
+            .await
+    }
+
+    async fn connect_using(
+        &self,
+        uri: Uri,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Stream, Failure> {
         let inner = &self.inner;
         let mut at = self.place(&uri);
         let https = uri.scheme_str() == Some("https");
@@ -124,8 +133,7 @@ impl Connector {
                 ),
             )
         })?;
-        let handshake =
-            tokio_rustls::TlsConnector::from(profile.config.clone()).connect(name.clone(), tcp);
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name.clone(), tcp);
         match tokio::time::timeout(inner.timeout, handshake).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -174,23 +182,50 @@ impl Connector {
     /// Connects again and reads first: a server that refuses the client (certificate required
     /// or rejected, TLS 1.3) says so in an alert right after the handshake.
     pub async fn recheck(&self, uri: &Uri) -> Option<Failure> {
-        let stream = match self.connect(uri.clone()).await {
+        let profile = &self.inner.profile;
+        let (config, asked) = profile.recording_client_auth();
+        let stream = match self.connect_using(uri.clone(), config).await {
             Ok(s) => s,
             Err(f) => return Some(f),
         };
         let Stream::Tls(mut tls, _) = stream else {
             return None;
         };
+        let mut at = self.place(uri);
+        at.peer = tls.get_ref().0.peer_addr().ok();
         let mut byte = [0u8; 1];
-        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut byte)).await {
+        let closed = match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut byte)).await {
             Ok(Err(e)) => {
-                let mut at = self.place(uri);
-                at.peer = tls.get_ref().0.peer_addr().ok();
-                diagnose::find_rustls_error(&e)
-                    .map(|r| diagnose::classify_tls(r, at, &self.inner.profile, &[]))
+                if let Some(r) = diagnose::find_rustls_error(&e) {
+                    return Some(diagnose::classify_tls(r, at, profile, &[]));
+                }
+                true
             }
-            _ => None,
+            Ok(Ok(0)) => true,
+            _ => false,
+        };
+        // Some servers (Python's ssl, for one) refuse a client certificate by closing, no alert.
+        if closed && asked.load(std::sync::atomic::Ordering::SeqCst) {
+            let (class, summary, hint) = if profile.has_client_cert {
+                (
+                    ErrorClass::ClientCertRejected,
+                    "the server asked for a client certificate and closed the connection after getting ours (rejected)",
+                    "use a client certificate issued by a CA the server trusts, and not expired"
+                        .to_string(),
+                )
+            } else {
+                (
+                    ErrorClass::ClientCertRequired,
+                    "the server asked for a client certificate and closed the connection when none was sent (required)",
+                    format!(
+                        "set {0}.cert_file and {0}.key_file (or --cert/--key) to a client certificate the server trusts",
+                        profile.key
+                    ),
+                )
+            };
+            return Some(Failure::new(class, at, summary, hint));
         }
+        None
     }
 
     /// A second handshake that accepts anything, only to see the chain the server sends.

@@ -355,6 +355,7 @@ def test_connect_mtls_without_client_certificate_fails_clearly(
     # (the SDK then fails the pending request: McpError "Connection closed" or a closed stream).
     stderr = run.stderr()
     assert CLIENT_CERT_RE.search(stderr), (
-        f"mcpgate connect failed ({type(outcome).__name__}: {outcome}) but its stderr does not "
-        f"say that the server requires a client certificate\n{run.context()}"
+        f"mcpgate connect failed as expected, but its stderr does not say that the server "
+        f"requires a client certificate (no match for {CLIENT_CERT_RE.pattern!r})\n"
+        f"--- what the MCP client saw ---\n{_describe(outcome)}\n{run.context()}"
     )

@@ -146,7 +146,7 @@ impl Sink for Stdout {
 }
 
 /// Merges the config file (if any) with the flags into a remote spec.
-fn build(args: &ConnectArgs) -> Result<(RemoteSpec, String, bool), ConfigError> {
+pub(crate) fn build(args: &ConnectArgs) -> Result<(RemoteSpec, String, bool), ConfigError> {
     let mut raw = match &args.config {
         Some(p) => config::read_raw(p)?,
         None => RawConfig::default(),

@@ -2,6 +2,7 @@
 
 pub mod cert;
 pub mod connect;
+pub mod probe;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Bridge local stdio to a remote HTTPS MCP server (for desktop clients).
     Connect(Box<connect::ConnectArgs>),
+    /// Diagnose an MCP endpoint: TLS chain, trust, name, validity, redirects, MCP handshake.
+    Probe(Box<probe::ProbeArgs>),
     /// Make a development CA, server and client certificates, and trust bundles.
     Cert(cert::CertArgs),
     /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
@@ -46,8 +49,15 @@ pub fn run() -> i32 {
             return 1;
         }
     };
+    if let Command::Probe(args) = cli.command {
+        return match runtime.block_on(probe::run(*args)) {
+            Ok(code) => code,
+            Err(e) => report(&e),
+        };
+    }
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Probe(_) => Ok(()),
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(*args).await,
             Command::Cert(args) => cert::run(args),

@@ -53,6 +53,9 @@ struct State {
     get_stream: bool,
     closed: bool,
     last_event_id: Option<String>,
+    /// Redirects followed: (status, from, to), for probe's report.
+    redirects: Vec<(u16, String, String)>,
+    last_failure: Option<Failure>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -104,6 +107,25 @@ impl RemoteUpstream {
         let _ = self.queue.send((from.clone(), frame));
     }
 
+    /// The failure behind the last message that could not be sent, if any.
+    pub fn take_failure(&self) -> Option<Failure> {
+        self.lock().last_failure.take()
+    }
+
+    /// Redirects followed so far: (status, from, to).
+    pub fn redirects(&self) -> Vec<(u16, String, String)> {
+        self.lock().redirects.clone()
+    }
+
+    /// The transport in use: `streamable_http`, `sse`, or `unknown` before the first answer.
+    pub fn transport_in_use(&self) -> &'static str {
+        match self.lock().mode {
+            Mode::Streamable => "streamable_http",
+            Mode::Sse => "sse",
+            Mode::Unknown => "unknown",
+        }
+    }
+
     /// Ends the session (DELETE) and stops reconnecting.
     pub async fn close(&self) {
         let (url, session) = {
@@ -127,6 +149,7 @@ impl RemoteUpstream {
                 .flatten();
             if let Err(f) = self.send_one(&sink, &frame).await {
                 tracing::error!("{f}");
+                self.lock().last_failure = Some(f.clone());
                 if let Some(id) = id {
                     sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
                 }
@@ -561,7 +584,12 @@ impl RemoteUpstream {
                 ));
             }
             tracing::info!(upstream = %self.name, "following redirect {url} -> {next}; use the new URL to skip it");
-            self.lock().url = Some(next.clone());
+            {
+                let mut st = self.lock();
+                st.redirects
+                    .push((resp.status().as_u16(), url.to_string(), next.to_string()));
+                st.url = Some(next.clone());
+            }
             url = next;
         }
         Err(Failure::new(

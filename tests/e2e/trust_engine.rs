@@ -392,7 +392,7 @@ fn plaintext_on_an_https_url_is_named() {
 }
 
 /// A tiny HTTPS server answering each request with `respond(path)` (raw HTTP/1.1 response).
-async fn tiny_https(pki: &Pki, respond: fn(&str, u16) -> String) -> SocketAddr {
+pub(crate) async fn tiny_https(pki: &Pki, respond: fn(&str, u16) -> String) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let chain = vec![rustls::pki_types::CertificateDer::from(

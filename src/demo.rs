@@ -225,7 +225,11 @@ impl Demo {
                 for step in 1..=steps {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs_f64(secs / f64::from(steps))) => {}
-                        _ = cancel.notified() => { outcome = Err((-32800, "cancelled".into())); break; }
+                        _ = cancel.notified() => {
+                            eprintln!("demo: slow call {key} cancelled by the client");
+                            outcome = Err((-32800, "cancelled".into()));
+                            break;
+                        }
                     }
                     if let Some(t) = &token {
                         let _ = self.out.send(jsonrpc::notification(

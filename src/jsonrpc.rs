@@ -13,6 +13,8 @@ pub mod code {
     /// The upstream failed (exited, restarting, timed out, unreachable).
     pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
     pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    /// The client cancelled the request (the code LSP uses; MCP defines none).
+    pub const REQUEST_CANCELLED: i64 = -32800;
 }
 
 /// What a frame is.

@@ -88,6 +88,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let client_certs = matches!(&config.listener, ListenerSecurity::Tls(t) if matches!(t.client_auth, config::ClientAuth::Require | config::ClientAuth::Verify));
+    if !config.server.listen.ip().is_loopback()
+        && config.auth.bearer_tokens.is_empty()
+        && !client_certs
+    {
+        tracing::warn!(
+            "NO AUTHENTICATION: anyone who reaches {} can call the upstream's tools; set auth.bearer.tokens or tls.client_auth: verify",
+            config.server.listen
+        );
+    }
     if matches!(config.listener, ListenerSecurity::Plaintext)
         && !config.server.listen.ip().is_loopback()
     {

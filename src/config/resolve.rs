@@ -181,6 +181,24 @@ fn resolve_listener(
         }
     }
     if tls.enabled == Some(false) {
+        for (key, set) in [
+            ("tls.cert_file", tls.cert_file.is_some()),
+            ("tls.key_file", tls.key_file.is_some()),
+            ("tls.client_ca_file", tls.client_ca_file.is_some()),
+            ("tls.client_auth", tls.client_auth.is_some()),
+            ("tls.min_version", tls.min_version.is_some()),
+            ("tls.max_version", tls.max_version.is_some()),
+            ("tls.cipher_suites", tls.cipher_suites.is_some()),
+            ("tls.curve_preferences", tls.curve_preferences.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    key,
+                    "is set, but tls.enabled is false, so it would be ignored",
+                )
+                .hint("remove tls.enabled: false to serve TLS, or remove the TLS settings"));
+            }
+        }
         if !server.listen.ip().is_loopback() && !raw_server.insecure_allow_plaintext {
             return Err(ConfigError::new(
                 "tls.enabled",

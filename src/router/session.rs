@@ -28,7 +28,17 @@ pub enum Flavor {
     Legacy,
 }
 
-pub type Outbound = mpsc::UnboundedSender<Value>;
+pub type Outbound = mpsc::Sender<Value>;
+
+/// How many messages a stream may hold for a client that is not reading. A GET or legacy
+/// stream that fills up is closed (the client is gone or stuck); a request's stream drops the
+/// overflow, and the request's own deadline ends it.
+pub const STREAM_QUEUE: usize = 1024;
+
+/// A bounded queue for one stream.
+pub fn stream_channel() -> (Outbound, mpsc::Receiver<Value>) {
+    mpsc::channel(STREAM_QUEUE)
+}
 
 pub struct Session {
     pub id: String,
@@ -118,14 +128,14 @@ impl Session {
     }
 
     /// Opens the session's stream; `None` if one is already open.
-    pub fn attach_stream(&self) -> Option<mpsc::UnboundedReceiver<Value>> {
+    pub fn attach_stream(&self) -> Option<mpsc::Receiver<Value>> {
         let mut out = self.outbox();
         if out.stream.as_ref().is_some_and(|s| !s.is_closed()) {
             return None;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = stream_channel();
         for frame in out.backlog.drain(..) {
-            let _ = tx.send(frame);
+            let _ = tx.try_send(frame);
         }
         out.stream = Some(tx);
         Some(rx)
@@ -188,12 +198,17 @@ impl Sink for Session {
         }
         if let Some(tx) = out.waiters.remove(&key) {
             out.order.retain(|k| *k != key);
-            let _ = tx.send(frame);
+            if tx.try_send(frame).is_err() {
+                tracing::warn!(session = %self.id, "a response was dropped: its client is not reading the request's stream");
+            }
             return;
         }
         match (self.flavor, &out.stream) {
             (Flavor::Legacy, Some(tx)) => {
-                let _ = tx.send(frame);
+                if tx.try_send(frame).is_err() {
+                    tracing::warn!(session = %self.id, "legacy SSE stream full or closed; closing it");
+                    out.stream = None;
+                }
             }
             // Streamable HTTP: a response whose POST is gone has nowhere to go (the spec keeps
             // responses off the GET stream).
@@ -207,7 +222,7 @@ impl Sink for Session {
         let tx = self.outbox().waiters.get(request_key).cloned();
         match tx {
             Some(tx) => {
-                let _ = tx.send(frame);
+                let _ = tx.try_send(frame);
             }
             None => self.unsolicited(frame),
         }
@@ -216,14 +231,18 @@ impl Sink for Session {
     fn unsolicited(&self, frame: Value) {
         let mut out = self.outbox();
         if let Some(tx) = &out.stream {
-            if tx.send(frame.clone()).is_ok() {
-                return;
+            match tx.try_send(frame.clone()) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(session = %self.id, "the client stopped reading its stream ({STREAM_QUEUE} messages queued); closing it");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
             out.stream = None;
         }
         if let Some(key) = out.order.last() {
             if let Some(tx) = out.waiters.get(key) {
-                if tx.send(frame.clone()).is_ok() {
+                if tx.try_send(frame.clone()).is_ok() {
                     return;
                 }
             }

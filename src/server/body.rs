@@ -35,7 +35,7 @@ impl Body {
 }
 
 pub struct SseBody {
-    rx: mpsc::UnboundedReceiver<Value>,
+    rx: mpsc::Receiver<Value>,
     prelude: Option<Bytes>,
     /// POST streams: the responses still awaited (id key -> id), and when to give up.
     awaiting: Option<HashMap<String, Value>>,
@@ -48,7 +48,7 @@ pub struct SseBody {
 
 impl SseBody {
     /// A stream that lives as long as the client stays (GET stream, legacy SSE).
-    pub fn open(rx: mpsc::UnboundedReceiver<Value>, prelude: Option<Bytes>) -> Self {
+    pub fn open(rx: mpsc::Receiver<Value>, prelude: Option<Bytes>) -> Self {
         let mut keepalive = tokio::time::interval(Duration::from_secs(25));
         keepalive.reset();
         Self {
@@ -65,7 +65,7 @@ impl SseBody {
 
     /// A POST's stream: ends once every id in `awaiting` has its response.
     pub fn until_answered(
-        rx: mpsc::UnboundedReceiver<Value>,
+        rx: mpsc::Receiver<Value>,
         prelude: Option<Bytes>,
         awaiting: HashMap<String, Value>,
         timeout: Duration,

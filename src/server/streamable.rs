@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::body::{Body, SseBody};
 use super::{App, ConnInfo, reply};
@@ -89,10 +88,15 @@ pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value
             format!("Content-Type {ct:?} is not application/json"),
         ));
     }
-    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
+    // A body trickled in slowly must not hold a connection forever.
+    let read = http_body_util::Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(app.limits.header_read_timeout * 3, read).await else {
+        return Err(reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ));
+    };
+    let bytes: Bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -183,6 +187,11 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<
         return Ok(());
     };
     let v = v.to_str().unwrap_or("");
+    let agreed = session.protocol_version();
+    // The version the upstream agreed to is valid for this session, known to mcpgate or not.
+    if agreed.as_deref() == Some(v) {
+        return Ok(());
+    }
     if !KNOWN_VERSIONS.contains(&v) {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,
@@ -192,14 +201,14 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<
             ),
         ));
     }
-    match session.protocol_version() {
-        Some(agreed) if agreed != v => Err(reply::error(
+    match agreed {
+        Some(agreed) => Err(reply::error(
             StatusCode::BAD_REQUEST,
             format!(
                 "MCP-Protocol-Version {v:?} differs from the version negotiated for this session ({agreed})"
             ),
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -270,7 +279,7 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         }
         return reply::empty(StatusCode::ACCEPTED);
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = crate::router::session::stream_channel();
     for key in awaiting.keys() {
         session.add_waiter(key.clone(), tx.clone());
     }
@@ -285,57 +294,73 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         let keys: Vec<String> = awaiting.keys().cloned().collect();
         move || keys.iter().for_each(|k| session.remove_waiter(k))
     };
-    // Fast path: one request whose first upstream message is its response goes back as JSON.
-    let mut response = if single && acc.json {
-        let first = match tokio::time::timeout(timeout, rx.recv()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => jsonrpc::error(
-                awaiting.values().next().cloned().unwrap_or(Value::Null),
-                jsonrpc::code::UPSTREAM_UNAVAILABLE,
-                "the session closed before the upstream answered",
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = |id: Value| {
+        session.send(jsonrpc::notification(
+            "notifications/cancelled",
+            serde_json::json!({"requestId": id.clone(), "reason": "mcpgate: request timed out"}),
+        ));
+        jsonrpc::error(
+            id,
+            jsonrpc::code::UPSTREAM_TIMEOUT,
+            format!(
+                "upstream did not answer within {}s (server.request_timeout)",
+                timeout.as_secs_f64()
             ),
-            Err(_) => {
-                cleanup();
-                let id = awaiting.values().next().cloned().unwrap_or(Value::Null);
-                session.send(jsonrpc::notification(
-                    "notifications/cancelled",
-                    serde_json::json!({"requestId": id, "reason": "mcpgate: request timed out"}),
-                ));
-                jsonrpc::error(
-                    id,
-                    jsonrpc::code::UPSTREAM_TIMEOUT,
-                    format!(
-                        "upstream did not answer within {}s (server.request_timeout)",
-                        timeout.as_secs_f64()
-                    ),
-                )
+        )
+    };
+    let mut response = if single && acc.json {
+        // Fast path: if the upstream's first message for this request is its response, it goes
+        // back as JSON. Anything else first opens an SSE stream, or, for a client that takes
+        // JSON only, is skipped until the response comes.
+        let id = awaiting.values().next().cloned().unwrap_or(Value::Null);
+        let first = loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(f)) if acc.sse || jsonrpc::kind(&f) == Kind::Response => break f,
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    break jsonrpc::error(
+                        id,
+                        jsonrpc::code::UPSTREAM_UNAVAILABLE,
+                        "the session closed before the upstream answered",
+                    );
+                }
+                Err(_) => {
+                    cleanup();
+                    break timed_out(id);
+                }
             }
         };
-        if jsonrpc::kind(&first) == Kind::Response || !acc.sse {
+        if jsonrpc::kind(&first) == Kind::Response {
             cleanup();
             reply::json(StatusCode::OK, &first)
         } else {
             let prelude = crate::transport::sse::message(&first);
-            let mut remaining = awaiting.clone();
-            remaining.retain(|_, _| true);
             sse_response(
-                SseBody::until_answered(rx, Some(prelude), remaining, timeout).on_drop(cleanup),
+                SseBody::until_answered(rx, Some(prelude), awaiting, timeout).on_drop(cleanup),
             )
         }
     } else if acc.sse {
         sse_response(SseBody::until_answered(rx, None, awaiting, timeout).on_drop(cleanup))
     } else {
-        // A batch from a JSON-only client: collect the responses into one array.
+        // A batch from a JSON-only client: collect the responses into one array; a request
+        // unanswered by the deadline gets its own timeout error.
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while out.len() < awaiting.len() {
+        let mut missing = awaiting.clone();
+        while !missing.is_empty() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(f)) if jsonrpc::kind(&f) == Kind::Response => out.push(f),
+                Ok(Some(f)) if jsonrpc::kind(&f) == Kind::Response => {
+                    if let Some(id) = f.get("id") {
+                        missing.remove(&jsonrpc::id_key(id));
+                    }
+                    out.push(f);
+                }
                 Ok(Some(_)) => {}
                 _ => break,
             }
         }
         cleanup();
+        out.extend(missing.into_values().map(timed_out));
         reply::json(StatusCode::OK, &Value::Array(out))
     };
     if created {

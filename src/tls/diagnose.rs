@@ -149,6 +149,29 @@ impl Failure {
     }
 }
 
+/// A URL fit for logs and messages: no userinfo, and the query (where hosted MCP servers
+/// often put API keys) replaced by `?…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, host)| host)
+        .unwrap_or(authority);
+    let path = match path.split_once('?') {
+        Some((p, _)) => format!("{p}?…"),
+        None => path.to_string(),
+    };
+    if scheme.is_empty() {
+        format!("{authority}{path}")
+    } else {
+        format!("{scheme}://{authority}{path}")
+    }
+}
+
 /// Finds the rustls error inside an I/O or HTTP error chain, if there is one.
 pub fn find_rustls_error<'a>(
     err: &'a (dyn std::error::Error + 'static),
@@ -502,5 +525,19 @@ pub fn classify_io(err: &std::io::Error, at: Where) -> Failure {
             format!("connection failed: {err}"),
             "check the URL and the network path to the server",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        assert_eq!(
+            redact_url("https://user:pw@h:8443/mcp?api_key=s3cret"),
+            "https://h:8443/mcp?…"
+        );
+        assert_eq!(redact_url("https://h/mcp"), "https://h/mcp");
     }
 }

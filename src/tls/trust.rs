@@ -116,7 +116,9 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
     let provider = provider();
     let key = spec.key.clone();
     let mut roots = RootCertStore::empty();
-    let mut insecure = !spec.verify;
+    // Pins are explicit trust and win over "verification off": a pinned profile never
+    // accepts a certificate that is not pinned.
+    let mut insecure = !spec.verify && spec.pinned_sha256.is_empty();
     let mut source = if insecure {
         TrustSource::Insecure {
             why: format!("{key}.insecure_skip_verify / ssl_verify: false"),

@@ -61,7 +61,7 @@ impl Connector {
         let host = host_of(uri);
         Where {
             upstream: self.inner.upstream.clone(),
-            url: uri.to_string(),
+            url: diagnose::redact_url(&uri.to_string()),
             peer: None,
             sni: self.inner.profile.server_name.clone().unwrap_or(host),
             trust: self.inner.profile.source.to_string(),

@@ -56,6 +56,11 @@ struct State {
     /// Redirects followed: (status, from, to), for probe's report.
     redirects: Vec<(u16, String, String)>,
     last_failure: Option<Failure>,
+    /// Requests sent and not answered yet: id key -> id. Whatever ends without answering one
+    /// (a stream closing, a body failing) answers it with an error, so no client waits forever.
+    awaiting: std::collections::HashMap<String, Value>,
+    /// Set once initialize is answered: from then on sends overlap instead of queueing.
+    established: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -144,16 +149,45 @@ impl RemoteUpstream {
 
     async fn send_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Arc<dyn Sink>, Value)>) {
         while let Some((sink, frame)) = rx.recv().await {
-            let id = (jsonrpc::kind(&frame) == Kind::Request)
-                .then(|| frame.get("id").cloned())
-                .flatten();
-            if let Err(f) = self.send_one(&sink, &frame).await {
-                tracing::error!("{f}");
-                self.lock().last_failure = Some(f.clone());
-                if let Some(id) = id {
-                    sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
-                }
+            if !self.lock().established {
+                self.clone().send_and_report(sink, frame).await;
+                continue;
             }
+            // After initialize, a slow call must not hold back the next message (a cancel, an
+            // answer to the server's own request): each send runs on its own, and the loop only
+            // gives it a moment to go out first, which keeps order in the common case.
+            let task = tokio::spawn(self.clone().send_and_report(sink, frame));
+            let _ = tokio::time::timeout(Duration::from_millis(50), task).await;
+        }
+    }
+
+    async fn send_and_report(self: Arc<Self>, sink: Arc<dyn Sink>, frame: Value) {
+        let id = (jsonrpc::kind(&frame) == Kind::Request)
+            .then(|| frame.get("id").cloned())
+            .flatten();
+        if let Some(id) = &id {
+            self.lock().awaiting.insert(jsonrpc::id_key(id), id.clone());
+        }
+        if let Err(f) = self.send_one(&sink, &frame).await {
+            tracing::error!("{f}");
+            self.lock().last_failure = Some(f.clone());
+            if let Some(id) = id {
+                self.lock().awaiting.remove(&jsonrpc::id_key(&id));
+                sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
+            }
+        }
+    }
+
+    /// Answers a request that will get no answer from the server, if it is still waiting.
+    fn abandon(&self, sink: &Arc<dyn Sink>, key: &str, why: &str) {
+        let id = self.lock().awaiting.remove(key);
+        if let Some(id) = id {
+            tracing::warn!(upstream = %self.name, "a request got no answer: {why}");
+            sink.response(jsonrpc::error(
+                id,
+                code::UPSTREAM_UNAVAILABLE,
+                format!("upstream {:?}: {why}", self.name),
+            ));
         }
     }
 
@@ -188,7 +222,7 @@ impl RemoteUpstream {
                             | StatusCode::METHOD_NOT_ALLOWED
                     )
                 {
-                    tracing::info!(upstream = %self.name, "{url} answered {status} to a Streamable HTTP POST; trying the legacy SSE transport");
+                    tracing::info!(upstream = %self.name, "{} answered {status} to a Streamable HTTP POST; trying the legacy SSE transport", diagnose::redact_url(&url.to_string()));
                     self.lock().mode = Mode::Sse;
                     return self.send_sse(sink, frame).await;
                 }
@@ -223,17 +257,39 @@ impl RemoteUpstream {
             .is_some_and(|c| c.starts_with("text/event-stream"));
         let me = self.clone();
         let sink = sink.clone();
-        if status == StatusCode::ACCEPTED || jsonrpc::kind(frame) != Kind::Request {
+        if jsonrpc::kind(frame) != Kind::Request {
             if jsonrpc::method(frame) == Some("notifications/initialized") {
                 self.start_get_stream(sink);
             }
             return Ok(());
         }
+        let key = frame.get("id").map(jsonrpc::id_key).unwrap_or_default();
+        if status == StatusCode::ACCEPTED {
+            self.abandon(
+                &sink,
+                &key,
+                "the server accepted a request (202) without answering it",
+            );
+            return Ok(());
+        }
+        let timeout = self.spec.timeout;
         tokio::spawn(async move {
             if is_sse {
-                me.read_events(resp.into_body(), &sink, false).await;
-            } else {
-                match resp.into_body().collect().await {
+                if let Some(e) = me.read_events(resp.into_body(), &sink, false, false).await {
+                    tracing::debug!(upstream = %me.name, "a response stream failed: {e}");
+                }
+                me.abandon(
+                    &sink,
+                    &key,
+                    "the server closed the response stream before answering",
+                );
+                return;
+            }
+            let Ok(body) = tokio::time::timeout(timeout, resp.into_body().collect()).await else {
+                return me.abandon(&sink, &key, "the server's answer did not arrive in time");
+            };
+            {
+                match body {
                     Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
                         Ok(Value::Array(items)) => {
                             items.into_iter().for_each(|m| me.deliver(&sink, m))
@@ -248,6 +304,7 @@ impl RemoteUpstream {
                     }
                 }
             }
+            me.abandon(&sink, &key, "the server's answer did not hold the response");
         });
         Ok(())
     }
@@ -259,8 +316,12 @@ impl RemoteUpstream {
                 let key = m.get("id").map(jsonrpc::id_key);
                 {
                     let mut st = self.lock();
+                    if let Some(k) = &key {
+                        st.awaiting.remove(k);
+                    }
                     if key.is_some() && st.init_key == key {
                         st.init_key = None;
+                        st.established = m.get("result").is_some();
                         st.version = m
                             .pointer("/result/protocolVersion")
                             .and_then(Value::as_str)
@@ -282,6 +343,7 @@ impl RemoteUpstream {
         mut body: Incoming,
         sink: &Arc<dyn Sink>,
         legacy: bool,
+        resumable: bool,
     ) -> Option<String> {
         let mut parser = sse::Parser::default();
         let mut events = Vec::new();
@@ -296,7 +358,8 @@ impl RemoteUpstream {
             };
             parser.feed(data, &mut events);
             for ev in events.drain(..) {
-                if let Some(id) = &ev.id {
+                // Only the GET stream is resumed, so only its event ids matter.
+                if let (true, Some(id)) = (resumable, &ev.id) {
                     self.lock().last_event_id = Some(id.clone());
                 }
                 match ev.event.as_deref() {
@@ -384,15 +447,22 @@ impl RemoteUpstream {
         let me = self.clone();
         let sink = sink.clone();
         tokio::spawn(async move {
-            let why = me.read_events(resp.into_body(), &sink, true).await;
-            let mut st = me.lock();
-            st.post_url = None;
-            st.sse_failed = Some(format!(
+            let why = me.read_events(resp.into_body(), &sink, true, false).await;
+            let reason = format!(
                 "the SSE stream closed{}",
                 why.map(|w| format!(": {w}")).unwrap_or_default()
-            ));
-            drop(st);
+            );
+            let waiting: Vec<String> = {
+                let mut st = me.lock();
+                st.post_url = None;
+                st.sse_failed = Some(reason.clone());
+                st.awaiting.keys().cloned().collect()
+            };
             me.endpoint_ready.notify_waiters();
+            // On the legacy transport every answer comes down that stream: none will come now.
+            for key in waiting {
+                me.abandon(&sink, &key, &reason);
+            }
         });
         if tokio::time::timeout(self.spec.timeout, ready)
             .await
@@ -447,7 +517,7 @@ impl RemoteUpstream {
                     Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return,
                     Ok(resp) if resp.status().is_success() => {
                         backoff = Duration::from_millis(500);
-                        me.read_events(resp.into_body(), &sink, false).await;
+                        me.read_events(resp.into_body(), &sink, false, true).await;
                     }
                     Ok(resp) => {
                         tracing::debug!(upstream = %me.name, "GET stream answered {}", resp.status())
@@ -526,8 +596,16 @@ impl RemoteUpstream {
         let mut url = url.clone();
         for _ in 0..5 {
             let req = self.request(method.clone(), &url, body.clone(), accept)?;
-            let resp = match tokio::time::timeout(self.spec.timeout, self.client.request(req)).await
-            {
+            // A server answering a request as JSON sends its headers only when the work is
+            // done: a request's POST waits as long as it takes (connecting is still bounded
+            // by the connector). Everything else must answer promptly.
+            let patient = method == Method::POST && body.as_ref().is_some_and(is_request);
+            let wait = if patient {
+                Duration::from_secs(365 * 86_400)
+            } else {
+                self.spec.timeout
+            };
+            let resp = match tokio::time::timeout(wait, self.client.request(req)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return Err(self.transport_failure(&e, &url).await),
                 Err(_) => {
@@ -583,7 +661,7 @@ impl RemoteUpstream {
                     format!("if {next} is the right server, use it as the URL"),
                 ));
             }
-            tracing::info!(upstream = %self.name, "following redirect {url} -> {next}; use the new URL to skip it");
+            tracing::info!(upstream = %self.name, "following redirect {} -> {}; use the new URL to skip it", diagnose::redact_url(&url.to_string()), diagnose::redact_url(&next.to_string()));
             {
                 let mut st = self.lock();
                 st.redirects
@@ -605,7 +683,7 @@ impl RemoteUpstream {
         while let Some(err) = cur {
             if let Some(f) = err.downcast_ref::<Failure>() {
                 let mut f = f.clone();
-                f.at.url = url.to_string();
+                f.at.url = diagnose::redact_url(&url.to_string());
                 return f;
             }
             cur = err.source();
@@ -654,18 +732,19 @@ impl RemoteUpstream {
                     .collect::<String>()
             })
             .unwrap_or_default();
+        let shown = diagnose::redact_url(&url.to_string());
         let place = self.connector.place(url);
         let has_session = self.lock().session.is_some();
         let (summary, hint) = match status {
             StatusCode::NOT_FOUND if has_session => ("the server ended the MCP session (404 for its session id)".to_string(), "restart the client so it initializes a new session".to_string()),
-            StatusCode::NOT_FOUND => (format!("404 Not Found: no MCP endpoint at {url}"), "check the URL's path (often /mcp for Streamable HTTP or /sse for SSE)".to_string()),
+            StatusCode::NOT_FOUND => (format!("404 Not Found: no MCP endpoint at {shown}"), "check the URL's path (often /mcp for Streamable HTTP or /sse for SSE)".to_string()),
             StatusCode::UNAUTHORIZED => ("401 Unauthorized: the server wants credentials".to_string(), "send a token: --bearer-env VAR, or --header 'Authorization: Bearer ...'".to_string()),
             StatusCode::FORBIDDEN => ("403 Forbidden".to_string(), "the server refused this client (token scope, Origin or Host checks); see the server's message".to_string()),
             StatusCode::BAD_REQUEST if self.lock().mode == Mode::Sse && self.lock().post_url.is_none() => (
-                format!("400 Bad Request opening an SSE stream at {url}"),
+                format!("400 Bad Request opening an SSE stream at {shown}"),
                 "this may be a Streamable HTTP endpoint: try --transport http (or the server's /sse URL)".to_string(),
             ),
-            StatusCode::METHOD_NOT_ALLOWED => (format!("405 Method Not Allowed at {url}"), "the URL may be the other transport's endpoint: try --transport sse or --transport http".to_string()),
+            StatusCode::METHOD_NOT_ALLOWED => (format!("405 Method Not Allowed at {shown}"), "the URL may be the other transport's endpoint: try --transport sse or --transport http".to_string()),
             s => (format!("HTTP {s}"), "see the server's message".to_string()),
         };
         let mut f = Failure::new(ErrorClass::Http, place, summary, hint);
@@ -674,6 +753,11 @@ impl RemoteUpstream {
         }
         f
     }
+}
+
+/// Whether a serialized frame is a request (has both `method` and `id`).
+fn is_request(body: &Bytes) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| jsonrpc::kind(&v) == Kind::Request)
 }
 
 /// Resolves a Location or endpoint reference against a base URL.

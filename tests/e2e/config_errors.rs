@@ -157,3 +157,15 @@ fn every_example_config_loads() {
         dir.display()
     );
 }
+
+#[test]
+fn listener_tls_settings_with_tls_disabled_are_refused_not_ignored() {
+    let (ok, text) =
+        check("tls:\n  enabled: false\n  client_auth: verify\n  client_ca_file: /x.pem\n");
+    assert!(!ok);
+    assert!(
+        text.contains("tls.client_ca_file") || text.contains("tls.client_auth"),
+        "{text}"
+    );
+    assert!(text.contains("tls.enabled is false"), "{text}");
+}

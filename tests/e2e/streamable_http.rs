@@ -206,7 +206,13 @@ async fn client_cancellation_reaches_the_server() {
         .unwrap();
     let resp = reply.response();
     assert_eq!(resp["id"], 11);
-    assert_eq!(resp["error"]["message"], "cancelled", "{resp}");
+    assert_eq!(resp["error"]["code"], -32800, "{resp}");
+    // The server itself stopped the work: the demo server says so on its stderr.
+    assert!(
+        gate.wait_log("cancelled by the client", Duration::from_secs(5)),
+        "{}",
+        gate.logs()
+    );
 }
 
 #[tokio::test]
@@ -286,4 +292,82 @@ async fn a_shared_child_serves_sessions_with_colliding_ids() {
     assert_eq!(ra.response()["id"], 42);
     let ready = a.request("GET", "/readyz", None, &[]).await.unwrap().json();
     assert_eq!(ready["upstreams"][0]["state"], "running");
+}
+
+#[tokio::test]
+async fn shared_sessions_never_see_each_others_progress_or_server_requests() {
+    let (_pki, gate, client) = setup("    session_mode: shared\n").await;
+    let mut a = client.connect(gate.addr).await.unwrap();
+    let mut b = client.connect(gate.addr).await.unwrap();
+    a.initialize().await;
+    b.initialize().await;
+    // Both use progress token 1 at once (SDKs often use the request id as the token).
+    let slow = |id: u64| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":0.3},"_meta":{"progressToken":1}}});
+    let (call_a, call_b) = (slow(1), slow(1));
+    let (ra, rb) = tokio::join!(a.post(&call_a), b.post(&call_b));
+    for (who, r) in [("a", ra), ("b", rb)] {
+        let progress = r
+            .messages()
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .count();
+        assert_eq!(
+            progress, 4,
+            "session {who} gets exactly its own progress: {}",
+            r.body
+        );
+        assert!(
+            r.messages()
+                .iter()
+                .all(|m| m["method"] != "notifications/progress"
+                    || m["params"]["progressToken"] == 1)
+        );
+    }
+
+    // A server request made during a's call can be answered by a only.
+    let mut a_side = client.connect(gate.addr).await.unwrap();
+    a_side.session = a.session.clone();
+    let call = tokio::spawn(async move {
+        a.call_tool(2, "ask_client", json!({"method": "roots/list"}))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forged =
+        json!({"jsonrpc":"2.0","id":"demo-1","result":{"roots":[{"uri":"file:///from-b"}]}});
+    b.post(&forged).await;
+    let honest =
+        json!({"jsonrpc":"2.0","id":"demo-1","result":{"roots":[{"uri":"file:///from-a"}]}});
+    a_side.post(&honest).await;
+    let text = tool_text(&call.await.unwrap().response());
+    assert!(
+        text.contains("from-a") && !text.contains("from-b"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_json_only_client_gets_its_response_not_a_notification() {
+    let (_pki, gate, client) = setup("").await;
+    let mut c = client.connect(gate.addr).await.unwrap();
+    c.initialize().await;
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"notify","arguments":{"message":"side"}}});
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            Some(&call),
+            &[("accept", "application/json")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v = r.json();
+    assert_eq!(v["id"], 3, "{v}");
+    assert_eq!(tool_text(&v), "notified");
 }

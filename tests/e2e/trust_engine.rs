@@ -715,3 +715,42 @@ fn connect_reads_a_client_config_file_and_relays_server_notifications() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_pin_wins_over_insecure() {
+    let dir = TempDir::new("trust");
+    let ss = self_signed_server(&Spec::new("box", 30).names(["127.0.0.1"])).unwrap();
+    let gate = serve_chain(&dir, &ss.cert_pem, &ss.key_pem, "");
+    let other = self_signed_server(&Spec::new("box", 30).names(["127.0.0.1"])).unwrap();
+    let wrong_pin = mcpgate::tls::fingerprint(&other.der);
+    let e = connect_once(
+        &[&url(&gate, "127.0.0.1"), "--pin", &wrong_pin, "--insecure"],
+        &[],
+        &[],
+        1,
+    )
+    .error();
+    assert!(e.contains("[pinned_certificate_changed]"), "{e}");
+}
+
+#[tokio::test]
+async fn a_response_stream_closing_unanswered_answers_with_an_error() {
+    let pki = Pki::new();
+    let addr = tiny_https(&pki, |_, _| {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n"
+            .to_string()
+    })
+    .await;
+    let ca = pki.file("server-ca.crt");
+    let target = format!("https://127.0.0.1:{}/mcp", addr.port());
+    let run = tokio::task::spawn_blocking(move || {
+        connect_once(&[&target, "--ca", &ca, "--transport", "http"], &[], &[], 1)
+    })
+    .await
+    .unwrap();
+    let e = run.error();
+    assert!(
+        e.contains("closed the response stream before answering"),
+        "{e}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -132,7 +132,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         live
     });
+    let metrics_addr = match config.metrics_listen {
+        Some(a) => Some(serve_metrics(a).await?),
+        None => None,
+    };
+    if let (Some(b), ListenerSecurity::Tls(tls)) = (&built, &config.listener) {
+        let mut files = vec![crate::tls::expiry::Watched {
+            role: "listener",
+            key: "tls.cert_file".into(),
+            path: b.cert_file.clone(),
+        }];
+        if let Some(ca) = &tls.client_ca_file {
+            files.push(crate::tls::expiry::Watched {
+                role: "client_ca",
+                key: "tls.client_ca_file".into(),
+                path: ca.clone(),
+            });
+        }
+        crate::tls::expiry::spawn(files);
+    }
     print_banner(&config, addr, built.as_ref());
+    if let Some(m) = metrics_addr {
+        println!("  metrics:         http://{m}/metrics");
+    }
     tracing::info!(%addr, upstream = %upstream.name, "serving");
     server::serve(listener, live, app, shutdown_signal()).await;
     tracing::info!("stopped");
@@ -308,6 +330,51 @@ fn print_banner(
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+/// Serves `/metrics` (Prometheus text format) on its own listener.
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            "metrics are served without authentication on {bound}; keep that port private"
+        );
+    }
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let (status, body) = if req.uri().path() == "/metrics" {
+                            (200, crate::metrics::render())
+                        } else {
+                            (404, "metrics are at /metrics\n".to_string())
+                        };
+                        let mut resp = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        *resp.status_mut() =
+                            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                        resp.headers_mut().insert(
+                            "content-type",
+                            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
 }
 
 async fn shutdown_signal() {

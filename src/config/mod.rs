@@ -32,6 +32,8 @@ pub struct Config {
     pub client: Option<ClientSpec>,
     pub logging: Logging,
     pub data_dir: PathBuf,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     pub data_dir: Option<String>,
+    pub metrics: Option<RawMetrics>,
+}
+
+/// Prometheus metrics on a listener of their own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -82,7 +82,14 @@ pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigErro
         Some(d) => paths.resolve(d),
         None => default_data_dir(),
     };
+    let metrics_listen = match &raw.metrics {
+        Some(m) => Some(parse_listen(&m.listen).map_err(|e| {
+            ConfigError::new("metrics.listen", e.problem).hint("write it as 127.0.0.1:9464")
+        })?),
+        None => None,
+    };
     Ok(Config {
+        metrics_listen,
         file: file.map(Path::to_path_buf),
         server,
         listener,

@@ -97,10 +97,13 @@ pub async fn serve(
                     let stream = match handshake {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            log_handshake_failure(&app, peer, &e.to_string());
+                            let class = crate::tls::diagnose::classify_listener(&e);
+                            crate::metrics::handshake_failure("listener", class.as_str());
+                            log_handshake_failure(&app, peer, &format!("{e} [{}]", class.as_str()));
                             return;
                         }
                         Err(_) => {
+                            crate::metrics::handshake_failure("listener", "timed_out");
                             log_handshake_failure(&app, peer, "timed out");
                             return;
                         }

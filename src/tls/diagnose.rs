@@ -499,6 +499,26 @@ fn ip_text(bytes: &[u8]) -> String {
     }
 }
 
+/// The class of a failed handshake on the listener (the client's side of it, seen by the server).
+pub fn classify_listener(err: &std::io::Error) -> ErrorClass {
+    match find_rustls_error(err) {
+        Some(rustls::Error::NoCertificatesPresented) => ErrorClass::ClientCertRequired,
+        Some(rustls::Error::InvalidCertificate(_)) => ErrorClass::ClientCertRejected,
+        Some(rustls::Error::PeerIncompatible(_)) => ErrorClass::NoCommonProtocol,
+        Some(rustls::Error::AlertReceived(
+            AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure,
+        )) => ErrorClass::NoCommonProtocol,
+        Some(rustls::Error::InvalidMessage(_)) => ErrorClass::PlaintextOnTlsPort,
+        Some(rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown,
+        )) => ErrorClass::UnknownIssuer,
+        _ if err.kind() == std::io::ErrorKind::TimedOut => ErrorClass::TimedOut,
+        _ => ErrorClass::Other,
+    }
+}
+
 /// Classifies a TCP-level failure.
 pub fn classify_io(err: &std::io::Error, at: Where) -> Failure {
     use std::io::ErrorKind::*;

@@ -4,6 +4,7 @@
 pub mod any_client_cert;
 pub mod devca;
 pub mod diagnose;
+pub mod expiry;
 pub mod info;
 pub mod inspect;
 pub mod pem;

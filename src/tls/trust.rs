@@ -236,6 +236,13 @@ fn client_config(
 }
 
 impl TrustProfile {
+    /// The client certificate this profile presents, if any.
+    pub fn client_certificate(&self) -> Option<&CertificateDer<'static>> {
+        self.client_identity
+            .as_ref()
+            .and_then(|(chain, _)| chain.first())
+    }
+
     /// The same config, but noting whether the server asked for a client certificate (rustls
     /// consults the resolver only when it does): tells "certificate required" from other
     /// closes when a server refuses without an alert.

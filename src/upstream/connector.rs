@@ -42,6 +42,9 @@ struct Inner {
 
 impl Connector {
     pub fn new(upstream: &str, profile: Arc<TrustProfile>, timeout: Duration) -> Self {
+        if let Some(leaf) = profile.client_certificate() {
+            record_expiry("client", upstream, leaf.as_ref());
+        }
         Self {
             inner: Arc::new(Inner {
                 upstream: upstream.to_string(),
@@ -136,10 +139,18 @@ impl Connector {
         let handshake = tokio_rustls::TlsConnector::from(config).connect(name.clone(), tcp);
         match tokio::time::timeout(inner.timeout, handshake).await {
             Ok(Ok(tls)) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let conn = tls.get_ref().1;
+                let h2 = conn.alpn_protocol() == Some(b"h2");
+                if let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) {
+                    record_expiry("upstream", &inner.upstream, leaf.as_ref());
+                }
                 Ok(Stream::Tls(Box::new(tls), h2))
             }
-            Ok(Err(e)) => Err(self.diagnose(&e, at, name, &host, port).await),
+            Ok(Err(e)) => {
+                let f = self.diagnose(&e, at, name, &host, port).await;
+                crate::metrics::handshake_failure("upstream", f.class.as_str());
+                Err(f)
+            }
             Err(_) => Err(Failure::new(
                 ErrorClass::TimedOut,
                 at,
@@ -249,6 +260,19 @@ impl Connector {
             .await;
         }
         seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Records a certificate's expiry for the metrics (the upstream's, or our client certificate).
+fn record_expiry(role: &str, name: &str, der: &[u8]) {
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
+        crate::metrics::forget_certificates(role, name);
+        crate::metrics::certificate_not_after(
+            role,
+            name,
+            &c.subject().to_string(),
+            c.validity().not_after.timestamp(),
+        );
     }
 }
 

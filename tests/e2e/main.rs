@@ -10,6 +10,7 @@ mod config_errors;
 mod legacy_sse;
 mod limits;
 mod logging;
+mod metrics;
 mod probe_command;
 mod streamable_http;
 mod tls_surface;

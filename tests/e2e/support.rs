@@ -110,6 +110,8 @@ pub struct Gate {
     pub child: Child,
     pub addr: std::net::SocketAddr,
     pub stderr: Arc<std::sync::Mutex<String>>,
+    /// Every line the banner printed on stdout.
+    pub banner: Arc<std::sync::Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -160,8 +162,11 @@ impl Gate {
         }
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let banner = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = banner.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(url) = line.strip_prefix("mcpgate listening on ") {
                     let _ = tx.send(url.trim().to_string());
                 }
@@ -186,12 +191,31 @@ impl Gate {
             child,
             addr,
             stderr,
+            banner,
             _dir: dir,
         }
     }
 
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for a banner line starting (after indentation) with `prefix`; returns the rest.
+    pub fn banner_value(&self, prefix: &str, within: Duration) -> Option<String> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            let found = self
+                .banner
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Waits until the logs contain `needle`.

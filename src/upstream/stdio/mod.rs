@@ -48,6 +48,9 @@ struct State {
 }
 
 struct Pending {
+    /// The method and when it was sent, for the request metrics.
+    method: String,
+    sent: std::time::Instant,
     sink: Weak<dyn Sink>,
     original_id: Value,
     /// The client's own progress token; the child sees the upstream id in its place.
@@ -184,6 +187,8 @@ impl StdioHub {
         st.pending.insert(
             uid,
             Pending {
+                method: jsonrpc::method(&frame).unwrap_or("").to_string(),
+                sent: std::time::Instant::now(),
                 sink: weak,
                 original_id,
                 progress,
@@ -285,6 +290,8 @@ impl StdioHub {
         st.pending.insert(
             uid,
             Pending {
+                method: "initialize".into(),
+                sent: std::time::Instant::now(),
                 sink: nobody,
                 original_id: Value::Null,
                 progress: None,
@@ -311,6 +318,7 @@ impl StdioHub {
             if p.purpose == Purpose::Replay {
                 continue;
             }
+            crate::metrics::request(&self.name, &p.method, false, p.sent.elapsed());
             if let Some(sink) = p.sink.upgrade() {
                 let msg = format!(
                     "upstream {:?} {reason} before answering; it is being restarted",
@@ -385,6 +393,12 @@ impl StdioHub {
         if p.purpose == Purpose::Replay {
             return;
         }
+        crate::metrics::request(
+            &self.name,
+            &p.method,
+            frame.get("error").is_none(),
+            p.sent.elapsed(),
+        );
         jsonrpc::replace_id(&mut frame, p.original_id);
         if let Some(sink) = p.sink.upgrade() {
             sink.response(frame);

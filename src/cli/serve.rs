@@ -69,8 +69,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ListenerSecurity::Plaintext => None,
     };
     let upstream = only_upstream(&config)?;
-    if let UpstreamKind::Stdio(spec) = &upstream.kind {
-        check_command(&upstream.name, &spec.command)?;
+    match &upstream.kind {
+        UpstreamKind::Stdio(spec) => check_command(&upstream.name, &spec.command)?,
+        // Loads the CA and client certificate files now, so --check-config catches them.
+        UpstreamKind::Remote(spec) => drop(crate::tls::trust::build(
+            &spec.trust,
+            &crate::tls::trust::Env::process(),
+        )?),
     }
     if args.check_config {
         println!(

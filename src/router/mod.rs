@@ -12,19 +12,40 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use session::{Flavor, Session};
+pub use session::{Flavor, Link, Session};
 
-use crate::config::{Limits, SessionMode, StdioSpec, UpstreamSpec};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+
+use crate::config::{Limits, RemoteSpec, SessionMode, StdioSpec, UpstreamKind, UpstreamSpec};
+use crate::tls::trust;
+use crate::upstream::connector::Connector;
 use crate::upstream::health::Health;
+use crate::upstream::remote::{RemoteUpstream, pooled_client};
 use crate::upstream::stdio::StdioHub;
 
 pub struct Router {
     upstream_name: String,
-    spec: StdioSpec,
+    source: Source,
     pub health: Arc<Health>,
-    shared: Option<Arc<StdioHub>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: Limits,
+}
+
+/// Where sessions' upstreams come from.
+enum Source {
+    /// A command: a child per session, or the one shared child.
+    Stdio {
+        spec: StdioSpec,
+        shared: Option<Arc<StdioHub>>,
+    },
+    /// A remote server: a remote session per session, over one pooled client and trust profile.
+    Remote {
+        spec: Box<RemoteSpec>,
+        connector: Connector,
+        client: Client<Connector, Full<Bytes>>,
+    },
 }
 
 /// Why a session could not be created.
@@ -37,24 +58,37 @@ pub enum CreateError {
 impl Router {
     /// Builds the router; in shared mode the child starts now.
     pub async fn new(upstream: &UpstreamSpec, limits: Limits) -> Result<Arc<Self>, String> {
-        let crate::config::UpstreamKind::Stdio(spec) = &upstream.kind else {
-            return Err(format!(
-                "mcp_servers.{}: remote upstreams are served by the gateway, which this build does not have yet; serve a stdio command",
-                upstream.name
-            ));
-        };
         let health = Arc::new(Health::new(&upstream.name));
-        let shared = match spec.session_mode {
-            SessionMode::Shared => {
-                Some(StdioHub::start(&upstream.name, spec.clone(), health.clone()).await?)
+        let source = match &upstream.kind {
+            UpstreamKind::Stdio(spec) => {
+                let shared = match spec.session_mode {
+                    SessionMode::Shared => {
+                        Some(StdioHub::start(&upstream.name, spec.clone(), health.clone()).await?)
+                    }
+                    SessionMode::Isolated => None,
+                };
+                Source::Stdio {
+                    spec: spec.clone(),
+                    shared,
+                }
             }
-            SessionMode::Isolated => None,
+            UpstreamKind::Remote(spec) => {
+                let profile =
+                    trust::build(&spec.trust, &trust::Env::process()).map_err(|e| e.to_string())?;
+                tracing::info!(upstream = %upstream.name, url = %crate::tls::diagnose::redact_url(&spec.url), trust = %profile.source, "remote upstream");
+                let connector = Connector::new(&upstream.name, Arc::new(profile), spec.timeout);
+                let client = pooled_client(&connector);
+                Source::Remote {
+                    spec: Box::new(spec.clone()),
+                    connector,
+                    client,
+                }
+            }
         };
         Ok(Arc::new(Self {
             upstream_name: upstream.name.clone(),
-            spec: spec.clone(),
+            source,
             health,
-            shared,
             sessions: Mutex::new(HashMap::new()),
             limits,
         }))
@@ -72,24 +106,41 @@ impl Router {
         if self.map().len() >= self.limits.max_sessions {
             return Err(CreateError::TooManySessions(self.limits.max_sessions));
         }
-        let (hub, owns) = match &self.shared {
-            Some(h) => (h.clone(), false),
-            None => (
-                StdioHub::start(&self.upstream_name, self.spec.clone(), self.health.clone())
-                    .await
-                    .map_err(CreateError::Upstream)?,
-                true,
-            ),
-        };
+        // Without randomness a session id would be guessable: refuse the session.
         let Some(id) = new_session_id() else {
-            if owns {
-                hub.close();
-            }
             return Err(CreateError::Upstream(
                 "the system random number generator failed".into(),
             ));
         };
-        let session = Session::new(id.clone(), flavor, identity.clone(), hub, owns);
+        let link = match &self.source {
+            Source::Stdio {
+                shared: Some(hub), ..
+            } => Link::Stdio {
+                hub: hub.clone(),
+                owns: false,
+            },
+            Source::Stdio { spec, shared: None } => Link::Stdio {
+                hub: StdioHub::start(&self.upstream_name, spec.clone(), self.health.clone())
+                    .await
+                    .map_err(CreateError::Upstream)?,
+                owns: true,
+            },
+            Source::Remote {
+                spec,
+                connector,
+                client,
+            } => Link::Remote(
+                RemoteUpstream::start_shared(
+                    &self.upstream_name,
+                    (**spec).clone(),
+                    connector.clone(),
+                    client.clone(),
+                    Some(self.health.clone()),
+                )
+                .map_err(CreateError::Upstream)?,
+            ),
+        };
+        let session = Session::new(id.clone(), flavor, identity.clone(), link);
         let mut map = self.map();
         if map.len() >= self.limits.max_sessions {
             drop(map);
@@ -154,7 +205,10 @@ impl Router {
         for s in all {
             s.close();
         }
-        if let Some(h) = &self.shared {
+        if let Source::Stdio {
+            shared: Some(h), ..
+        } = &self.source
+        {
             h.close();
         }
     }

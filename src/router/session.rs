@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::jsonrpc::{self, Kind, code};
 use crate::upstream::Sink;
+use crate::upstream::remote::RemoteUpstream;
 use crate::upstream::stdio::StdioHub;
 
 const BACKLOG: usize = 256;
@@ -45,8 +46,7 @@ pub struct Session {
     pub flavor: Flavor,
     /// The verified client certificate subject, when the client sent one.
     pub identity: Option<String>,
-    hub: Arc<StdioHub>,
-    owns_hub: bool,
+    link: Link,
     me: Weak<Session>,
     out: Mutex<Outbox>,
     last_active: Mutex<Instant>,
@@ -63,27 +63,30 @@ struct Outbox {
     init_key: Option<String>,
 }
 
+/// What a session's messages go to.
+pub enum Link {
+    /// A stdio child: the session's own (`owns`), or one shared by every session.
+    Stdio { hub: Arc<StdioHub>, owns: bool },
+    /// A remote MCP server: the session has its own remote session.
+    Remote(Arc<RemoteUpstream>),
+}
+
 impl Session {
-    pub fn new(
-        id: String,
-        flavor: Flavor,
-        identity: Option<String>,
-        hub: Arc<StdioHub>,
-        owns_hub: bool,
-    ) -> Arc<Self> {
+    pub fn new(id: String, flavor: Flavor, identity: Option<String>, link: Link) -> Arc<Self> {
         let session = Arc::new_cyclic(|me| Self {
             id,
             flavor,
             identity,
-            hub,
-            owns_hub,
+            link,
             me: me.clone(),
             out: Mutex::new(Outbox::default()),
             last_active: Mutex::new(Instant::now()),
             protocol_version: Mutex::new(None),
         });
-        let weak: Weak<dyn Sink> = session.me.clone();
-        session.hub.attach(weak);
+        if let Link::Stdio { hub, .. } = &session.link {
+            let weak: Weak<dyn Sink> = session.me.clone();
+            hub.attach(weak);
+        }
         session
     }
 
@@ -102,13 +105,18 @@ impl Session {
         }
         let id = frame.get("id").cloned();
         let sink: Arc<dyn Sink> = me;
-        if let Err(e) = self.hub.send(&sink, frame) {
+        let hub = match &self.link {
+            Link::Stdio { hub, .. } => hub,
+            // Failures come back through the sink as JSON-RPC errors.
+            Link::Remote(remote) => return remote.send(&sink, frame),
+        };
+        if let Err(e) = hub.send(&sink, frame) {
             match (kind, id) {
                 (Kind::Request, Some(id)) => {
                     self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e.0))
                 }
                 _ => {
-                    tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", self.hub.name(), e.0)
+                    tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", hub.name(), e.0)
                 }
             }
         }
@@ -169,10 +177,18 @@ impl Session {
 
     /// Detaches from the upstream and stops a child this session owns.
     pub fn close(&self) {
-        let weak: Weak<dyn Sink> = self.me.clone();
-        self.hub.detach(&weak);
-        if self.owns_hub {
-            self.hub.close();
+        match &self.link {
+            Link::Stdio { hub, owns } => {
+                let weak: Weak<dyn Sink> = self.me.clone();
+                hub.detach(&weak);
+                if *owns {
+                    hub.close();
+                }
+            }
+            Link::Remote(remote) => {
+                let remote = remote.clone();
+                tokio::spawn(async move { remote.close().await });
+            }
         }
         let mut out = self.outbox();
         out.waiters.clear();

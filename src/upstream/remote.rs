@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Sink;
 use super::connector::Connector;
+use super::health::{Health, State as HealthState};
 use crate::config::{RemoteSpec, RemoteTransport};
 use crate::jsonrpc::{self, Kind, code};
 use crate::tls::diagnose::{self, ErrorClass, Failure};
@@ -39,6 +40,14 @@ pub struct RemoteUpstream {
     state: Mutex<State>,
     endpoint_ready: Notify,
     queue: mpsc::UnboundedSender<(Arc<dyn Sink>, Value)>,
+    health: Option<Arc<Health>>,
+}
+
+/// The pooled HTTP client over a connector (keep-alive, HTTP/2 by ALPN).
+pub fn pooled_client(connector: &Connector) -> Client<Connector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector.clone())
 }
 
 #[derive(Default)]
@@ -72,14 +81,25 @@ enum Mode {
 }
 
 impl RemoteUpstream {
+    /// A client of its own (connect, probe).
     pub fn start(name: &str, spec: RemoteSpec, connector: Connector) -> Result<Arc<Self>, String> {
+        let client = pooled_client(&connector);
+        Self::start_shared(name, spec, connector, client, None)
+    }
+
+    /// One MCP session over a client shared with other sessions (serve): connections and TLS
+    /// sessions to the upstream are reused across them. `health` tells `/readyz` the truth.
+    pub fn start_shared(
+        name: &str,
+        spec: RemoteSpec,
+        connector: Connector,
+        client: Client<Connector, Full<Bytes>>,
+        health: Option<Arc<Health>>,
+    ) -> Result<Arc<Self>, String> {
         let url: Uri = spec
             .url
             .parse()
             .map_err(|e| format!("{:?} is not a valid URL: {e}", spec.url))?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let mode = match spec.transport {
             RemoteTransport::Sse => Mode::Sse,
@@ -98,6 +118,7 @@ impl RemoteUpstream {
             }),
             endpoint_ready: Notify::new(),
             queue: tx,
+            health,
         });
         tokio::spawn(me.clone().send_loop(rx));
         Ok(me)
@@ -171,6 +192,9 @@ impl RemoteUpstream {
         if let Err(f) = self.send_one(&sink, &frame).await {
             tracing::error!("{f}");
             self.lock().last_failure = Some(f.clone());
+            if let Some(h) = &self.health {
+                h.set(HealthState::Failed, Some(f.one_line()));
+            }
             if let Some(id) = id {
                 self.lock().awaiting.remove(&jsonrpc::id_key(&id));
                 sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
@@ -275,7 +299,10 @@ impl RemoteUpstream {
         let timeout = self.spec.timeout;
         tokio::spawn(async move {
             if is_sse {
-                if let Some(e) = me.read_events(resp.into_body(), &sink, false, false).await {
+                if let Some(e) = me
+                    .read_events(resp.into_body(), &sink, false, false, Some(&key))
+                    .await
+                {
                     tracing::debug!(upstream = %me.name, "a response stream failed: {e}");
                 }
                 me.abandon(
@@ -291,10 +318,10 @@ impl RemoteUpstream {
             {
                 match body {
                     Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
-                        Ok(Value::Array(items)) => {
-                            items.into_iter().for_each(|m| me.deliver(&sink, m))
-                        }
-                        Ok(m) => me.deliver(&sink, m),
+                        Ok(Value::Array(items)) => items
+                            .into_iter()
+                            .for_each(|m| me.deliver(&sink, m, Some(&key))),
+                        Ok(m) => me.deliver(&sink, m, Some(&key)),
                         Err(e) => {
                             tracing::warn!(upstream = %me.name, "the server's answer is not JSON: {e}")
                         }
@@ -310,7 +337,8 @@ impl RemoteUpstream {
     }
 
     /// Hands a server message to the sink, noting the negotiated protocol version.
-    fn deliver(&self, sink: &Arc<dyn Sink>, m: Value) {
+    /// `related` is the request whose response stream carried the message, if any.
+    fn deliver(&self, sink: &Arc<dyn Sink>, m: Value, related: Option<&str>) {
         match jsonrpc::kind(&m) {
             Kind::Response => {
                 let key = m.get("id").map(jsonrpc::id_key);
@@ -322,6 +350,9 @@ impl RemoteUpstream {
                     if key.is_some() && st.init_key == key {
                         st.init_key = None;
                         st.established = m.get("result").is_some();
+                        if let (true, Some(h)) = (st.established, &self.health) {
+                            h.set(HealthState::Running, None);
+                        }
                         st.version = m
                             .pointer("/result/protocolVersion")
                             .and_then(Value::as_str)
@@ -330,7 +361,10 @@ impl RemoteUpstream {
                 }
                 sink.response(m);
             }
-            Kind::Request | Kind::Notification => sink.unsolicited(m),
+            Kind::Request | Kind::Notification => match related {
+                Some(key) => sink.related(key, m),
+                None => sink.unsolicited(m),
+            },
             Kind::Invalid => {
                 tracing::warn!(upstream = %self.name, "the server sent a message that is not JSON-RPC 2.0; dropped")
             }
@@ -344,6 +378,7 @@ impl RemoteUpstream {
         sink: &Arc<dyn Sink>,
         legacy: bool,
         resumable: bool,
+        related: Option<&str>,
     ) -> Option<String> {
         let mut parser = sse::Parser::default();
         let mut events = Vec::new();
@@ -369,7 +404,7 @@ impl RemoteUpstream {
                             continue; // priming event
                         }
                         match serde_json::from_str::<Value>(&ev.data) {
-                            Ok(m) => self.deliver(sink, m),
+                            Ok(m) => self.deliver(sink, m, related),
                             Err(e) => {
                                 tracing::warn!(upstream = %self.name, "an SSE message is not JSON: {e}")
                             }
@@ -447,7 +482,9 @@ impl RemoteUpstream {
         let me = self.clone();
         let sink = sink.clone();
         tokio::spawn(async move {
-            let why = me.read_events(resp.into_body(), &sink, true, false).await;
+            let why = me
+                .read_events(resp.into_body(), &sink, true, false, None)
+                .await;
             let reason = format!(
                 "the SSE stream closed{}",
                 why.map(|w| format!(": {w}")).unwrap_or_default()
@@ -517,7 +554,8 @@ impl RemoteUpstream {
                     Ok(resp) if resp.status() == StatusCode::NOT_FOUND => return,
                     Ok(resp) if resp.status().is_success() => {
                         backoff = Duration::from_millis(500);
-                        me.read_events(resp.into_body(), &sink, false, true).await;
+                        me.read_events(resp.into_body(), &sink, false, true, None)
+                            .await;
                     }
                     Ok(resp) => {
                         tracing::debug!(upstream = %me.name, "GET stream answered {}", resp.status())

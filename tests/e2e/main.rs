@@ -12,6 +12,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod probe_command;
+mod remote_upstream;
 mod streamable_http;
 mod tls_surface;
 mod trust_engine;

@@ -1,0 +1,119 @@
+//! serve in front of a remote HTTPS MCP server: a client talks to a front mcpgate, which
+//! reaches a back mcpgate over mTLS with its own CA; the front's metrics show the upstream's
+//! certificate and its own client certificate expiring.
+
+use std::time::Duration;
+
+use mcpgate::tls::devca::{Authority, Spec};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn serve_fronts_a_remote_server_over_mtls() {
+    let dir = TempDir::new("remote");
+    let back_ca = Authority::new_root(&Spec::new("Back CA", 30)).unwrap();
+    let back_leaf = back_ca
+        .server(&Spec::new("back", 20).names(["localhost", "127.0.0.1"]))
+        .unwrap();
+    let front_client = back_ca.client(&Spec::new("front-gateway", 15)).unwrap();
+    let w = |n: &str, t: &str| dir.write(n, t).display().to_string();
+    let (back_ca_f, back_crt, back_key) = (
+        w("back-ca.crt", &back_ca.issued.cert_pem),
+        w("back.crt", &back_leaf.cert_pem),
+        w("back.key", &back_leaf.key_pem),
+    );
+    let (fc_crt, fc_key) = (
+        w("front-client.crt", &front_client.cert_pem),
+        w("front-client.key", &front_client.key_pem),
+    );
+    let back = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\ntls:\n  cert_file: {back_crt}\n  key_file: {back_key}\n  client_ca_file: {back_ca_f}\n  client_auth: verify\n{}",
+        demo_upstream("")
+    ));
+
+    let pki = Pki::new();
+    let front = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\nmetrics:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  back:\n    url: https://127.0.0.1:{}/mcp\n    transport: http\n    tls:\n      ca_cert: {back_ca_f}\n      cert_file: {fc_crt}\n      key_file: {fc_key}\n",
+        pki.tls_block(""),
+        back.addr.port()
+    ));
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(front.addr)
+        .await
+        .unwrap();
+    let init = c.initialize().await;
+    assert_eq!(init.json()["result"]["serverInfo"]["name"], "mcpgate-demo");
+    let r = c.call_tool(2, "add", json!({"a": 40, "b": 2})).await;
+    assert_eq!(tool_text(&r.response()), "42");
+    // Progress from the remote server reaches this client on its request's stream.
+    let slow = c
+        .post(&json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":0.2},"_meta":{"progressToken":"p"}}}))
+        .await;
+    let msgs = slow.messages();
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .count(),
+        4,
+        "{msgs:?}"
+    );
+    assert!(
+        back.wait_log("CN=front-gateway", Duration::from_secs(5)),
+        "the back sees the front's client certificate"
+    );
+
+    let metrics = front
+        .banner_value("metrics:", Duration::from_secs(5))
+        .unwrap();
+    let addr = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    let value = |prefix: &str| -> i64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let upstream_left = value(
+        "mcpgate_certificate_expiry_seconds{role=\"upstream\",name=\"back\",subject=\"CN=back\"}",
+    );
+    assert!(
+        (20 * 86_400 - 300..=20 * 86_400).contains(&upstream_left),
+        "{upstream_left}"
+    );
+    let client_left = value(
+        "mcpgate_certificate_expiry_seconds{role=\"client\",name=\"back\",subject=\"CN=front-gateway\"}",
+    );
+    assert!(
+        (15 * 86_400 - 300..=15 * 86_400).contains(&client_left),
+        "{client_left}"
+    );
+
+    // The back going away is answered, and /readyz says so.
+    drop(back);
+    let r = c
+        .call_tool(4, "echo", json!({"text": "anyone?"}))
+        .await
+        .response();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection_refused"),
+        "{r}"
+    );
+    let ready = c.request("GET", "/readyz", None, &[]).await.unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.body);
+}

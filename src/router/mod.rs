@@ -41,11 +41,13 @@ enum Source {
         shared: Option<Arc<StdioHub>>,
     },
     /// A remote server: a remote session per session, over one pooled client and trust profile.
-    Remote {
-        spec: Box<RemoteSpec>,
-        connector: Connector,
-        client: Client<Connector, Full<Bytes>>,
-    },
+    Remote(Box<RemoteSource>),
+}
+
+struct RemoteSource {
+    spec: RemoteSpec,
+    connector: Connector,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 /// Why a session could not be created.
@@ -78,11 +80,11 @@ impl Router {
                 tracing::info!(upstream = %upstream.name, url = %crate::tls::diagnose::redact_url(&spec.url), trust = %profile.source, "remote upstream");
                 let connector = Connector::new(&upstream.name, Arc::new(profile), spec.timeout);
                 let client = pooled_client(&connector);
-                Source::Remote {
-                    spec: Box::new(spec.clone()),
+                Source::Remote(Box::new(RemoteSource {
+                    spec: spec.clone(),
                     connector,
                     client,
-                }
+                }))
             }
         };
         Ok(Arc::new(Self {
@@ -125,16 +127,12 @@ impl Router {
                     .map_err(CreateError::Upstream)?,
                 owns: true,
             },
-            Source::Remote {
-                spec,
-                connector,
-                client,
-            } => Link::Remote(
+            Source::Remote(remote) => Link::Remote(
                 RemoteUpstream::start_shared(
                     &self.upstream_name,
-                    (**spec).clone(),
-                    connector.clone(),
-                    client.clone(),
+                    remote.spec.clone(),
+                    remote.connector.clone(),
+                    remote.client.clone(),
                     Some(self.health.clone()),
                 )
                 .map_err(CreateError::Upstream)?,

@@ -270,3 +270,65 @@ fn notes_flag_what_other_clients_reject() {
     }
     assert_eq!(r["tls"]["chain"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn incomplete_chain_and_not_yet_valid_have_their_verdicts_and_the_trust_source_is_named() {
+    let dir = TempDir::new("probe");
+    let root = Authority::new_root(&Spec::new("Public Root", 30)).unwrap();
+    let inter = root
+        .intermediate(&Spec::new("Public Issuing CA", 30))
+        .unwrap();
+    let mut spec = Spec::new("upstream", 30).names(["127.0.0.1"]);
+    spec.ca_issuers_url = Some("http://pki.example/issuing.crt".into());
+    let leaf = inter.server(&spec).unwrap();
+    let root_file = dir.write("root.pem", &root.issued.cert_pem);
+    let gate = serve(&dir, &leaf.cert_pem, &leaf.key_pem, "");
+    let (code, r) = probe(
+        &[&url(&gate)],
+        &[("SSL_CERT_FILE", root_file.to_str().unwrap())],
+    );
+    assert_eq!(
+        (code, r["verdict"]["class"].as_str().unwrap()),
+        (11, "incomplete_chain"),
+        "{r:#}"
+    );
+    assert!(
+        r["trust_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("SSL_CERT_FILE"),
+        "{r:#}"
+    );
+    // The fix is on the server: send the chain. Then the same probe passes.
+    drop(gate);
+    let gate = serve(
+        &dir,
+        &format!("{}{}", leaf.cert_pem, inter.issued.cert_pem),
+        &leaf.key_pem,
+        "",
+    );
+    assert_eq!(
+        probe(
+            &[&url(&gate)],
+            &[("SSL_CERT_FILE", root_file.to_str().unwrap())]
+        )
+        .0,
+        0
+    );
+
+    let mut future = Spec::new("upstream", 30).names(["127.0.0.1"]);
+    future.not_before = time::Duration::days(3);
+    let early = root.server(&future).unwrap();
+    drop(gate);
+    let gate = serve(&dir, &early.cert_pem, &early.key_pem, "");
+    let (code, r) = probe(&[&url(&gate), "--ca", root_file.to_str().unwrap()], &[]);
+    assert_eq!(
+        (code, r["verdict"]["class"].as_str().unwrap()),
+        (15, "not_yet_valid"),
+        "{r:#}"
+    );
+    assert!(
+        r["trust_source"].as_str().unwrap().contains("tls.ca_cert"),
+        "{r:#}"
+    );
+}

@@ -269,9 +269,22 @@ impl Demo {
                 let _ = self
                     .out
                     .send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}));
-                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                // With cancel_after_ms, the server gives up on its own request and says so.
+                let wait = args
+                    .get("cancel_after_ms")
+                    .and_then(Value::as_u64)
+                    .map(Duration::from_millis)
+                    .unwrap_or(Duration::from_secs(30));
+                match tokio::time::timeout(wait, rx).await {
                     Ok(Ok(answer)) => text(answer.to_string()),
-                    _ => Err((-32001, "the client did not answer".into())),
+                    _ => {
+                        Self::lock(&self.waiting).remove(&jsonrpc::id_key(&rid));
+                        let _ = self.out.send(jsonrpc::notification(
+                            "notifications/cancelled",
+                            json!({"requestId": rid, "reason": "timed out"}),
+                        ));
+                        text("gave up waiting for the client".into())
+                    }
                 }
             }
             "notify" if self.test_tools => {

@@ -371,3 +371,65 @@ async fn a_json_only_client_gets_its_response_not_a_notification() {
     assert_eq!(v["id"], 3, "{v}");
     assert_eq!(tool_text(&v), "notified");
 }
+
+#[tokio::test]
+async fn a_server_cancelling_its_own_request_reaches_only_the_session_it_asked() {
+    let (_pki, gate, client) = setup("    session_mode: shared\n").await;
+    let mut a = client.connect(gate.addr).await.unwrap();
+    let mut b = client.connect(gate.addr).await.unwrap();
+    a.initialize().await;
+    b.initialize().await;
+    // b listens on its GET stream for anything that is not its own.
+    let (pki_ca, addr, sid_b) = (
+        _pki.server_ca.issued.cert_pem.clone(),
+        gate.addr,
+        b.session.clone().unwrap(),
+    );
+    let listener = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(TlsClient::trusting(&pki_ca).config())
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let req = format!(
+            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid_b}\r\n\r\n"
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let end = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(end, tls.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = a.call_tool(5, "ask_client", json!({"method": "elicitation/create", "params": {"message": "?"}, "cancel_after_ms": 300})).await;
+    let msgs = r.messages();
+    let asked = msgs
+        .iter()
+        .find(|m| m["method"] == "elicitation/create")
+        .expect("a sees the server's request");
+    let cancelled = msgs
+        .iter()
+        .find(|m| m["method"] == "notifications/cancelled")
+        .expect("a sees the server cancel it");
+    assert_eq!(cancelled["params"]["requestId"], asked["id"]);
+    assert_eq!(tool_text(&r.response()), "gave up waiting for the client");
+    let b_saw = listener.await.unwrap();
+    assert!(
+        b_saw.starts_with("HTTP/1.1 200"),
+        "b's GET stream was open: {b_saw}"
+    );
+    assert!(
+        !b_saw.contains("elicitation/create") && !b_saw.contains("notifications/cancelled"),
+        "b must see none of it: {b_saw}"
+    );
+}

@@ -359,6 +359,18 @@ impl StdioHub {
                     sink.related(&key, frame);
                 }
             }
+            // The server cancelling its own request concerns the one session it asked.
+            Kind::Notification if jsonrpc::method(&frame) == Some("notifications/cancelled") => {
+                let key = frame
+                    .pointer("/params/requestId")
+                    .map(jsonrpc::id_key)
+                    .unwrap_or_default();
+                let owner = self.lock().server_requests.remove(&key);
+                match owner.and_then(|o| o.upgrade()) {
+                    Some(sink) => sink.unsolicited(frame),
+                    None => self.broadcast(frame),
+                }
+            }
             Kind::Notification => self.broadcast(frame),
             Kind::Request => self.dispatch_server_request(frame),
             Kind::Invalid => {

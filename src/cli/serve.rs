@@ -323,6 +323,10 @@ fn print_banner(
     if let Some(ca) = built.and_then(|b| b.dev_ca.as_ref()) {
         println!("  development CA:  {}", ca.display());
         println!(
+            "  connect:         mcpgate connect {base}/mcp --ca {}",
+            ca.display()
+        );
+        println!(
             "  try it:          curl --cacert {} -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \\",
             ca.display()
         );

@@ -750,3 +750,58 @@ pub fn stdio_from_cli(command: Vec<String>, shared: bool) -> Option<UpstreamSpec
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_raw;
+
+    fn upstream_trust(yaml: &str) -> TrustSpec {
+        let config = resolve(parse_raw(yaml).unwrap(), None).unwrap();
+        match &config.upstreams[0].kind {
+            UpstreamKind::Remote(r) => r.trust.clone(),
+            UpstreamKind::Stdio(_) => panic!("expected a remote upstream"),
+        }
+    }
+
+    #[test]
+    fn ssl_verify_has_its_litellm_meanings() {
+        let off =
+            upstream_trust("mcp_servers:\n  a:\n    url: https://h/mcp\n    ssl_verify: false\n");
+        assert!(!off.verify && off.configured);
+        let on =
+            upstream_trust("mcp_servers:\n  a:\n    url: https://h/mcp\n    ssl_verify: true\n");
+        assert!(on.verify && on.ca_cert.is_none() && on.configured);
+        let path = upstream_trust(
+            "mcp_servers:\n  a:\n    url: https://h/mcp\n    ssl_verify: /etc/ssl/corp.pem\n",
+        );
+        assert_eq!(
+            path.ca_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/corp.pem"))
+        );
+        assert_eq!(
+            path.ca_mode,
+            CaMode::Append,
+            "a CA path is added to the system store"
+        );
+        let none = upstream_trust("mcp_servers:\n  a:\n    url: https://h/mcp\n");
+        assert!(
+            none.verify && !none.configured,
+            "nothing configured: the environment decides"
+        );
+    }
+
+    #[test]
+    fn litellm_style_bearer_upstreams_load() {
+        let config = resolve(
+            parse_raw("mcp_servers:\n  a:\n    url: https://h/mcp\n    transport: sse\n    auth_type: bearer_token\n    authentication_token: abc\n").unwrap(),
+            None,
+        )
+        .unwrap();
+        let UpstreamKind::Remote(r) = &config.upstreams[0].kind else {
+            panic!()
+        };
+        assert_eq!(r.bearer_token.as_deref(), Some("abc"));
+        assert_eq!(r.transport, RemoteTransport::Sse);
+    }
+}

@@ -754,3 +754,40 @@ async fn a_response_stream_closing_unanswered_answers_with_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn connect_sends_a_bearer_token_from_the_environment_and_custom_headers() {
+    let pki = Pki::new();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}auth:\n  tokens: [\"connect-token-123456\"]\n{}",
+        pki.tls_block(""),
+        demo_upstream("")
+    ));
+    let ca = pki.file("server-ca.crt");
+    let target = url(&gate, "127.0.0.1");
+    let refused = connect_once(&[&target, "--ca", &ca], &[], &[], 1).error();
+    assert!(
+        refused.contains("401") && refused.contains("--bearer-env"),
+        "{refused}"
+    );
+    connect_once(
+        &[&target, "--ca", &ca, "--bearer-env", "E2E_CONNECT_TOKEN"],
+        &[("E2E_CONNECT_TOKEN", "connect-token-123456")],
+        &[],
+        1,
+    )
+    .ok();
+    connect_once(
+        &[
+            &target,
+            "--ca",
+            &ca,
+            "--header",
+            "Authorization: Bearer connect-token-123456",
+        ],
+        &[],
+        &[],
+        1,
+    )
+    .ok();
+}

@@ -178,3 +178,35 @@ fn fd_count(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn the_child_gets_its_args_env_and_working_directory() {
+    let pki = Pki::new();
+    let workdir = pki.dir.path("work");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let script = pki.dir.write(
+        "tiny.sh",
+        "#!/bin/sh\nread line\nprintf '{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"serverInfo\":{\"name\":\"%s|%s\",\"version\":\"%s\"}}}\\n' \"$MY_VAR\" \"$1\" \"$(pwd)\"\ncat >/dev/null\n",
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  tiny:\n    command: {}\n    args: [first-arg]\n    env:\n      MY_VAR: from-config\n    cwd: {}\n",
+        pki.tls_block(""),
+        script.display(),
+        workdir.display()
+    ));
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
+    let r = c.post(&initialize_request(1)).await.json();
+    assert_eq!(
+        r["result"]["serverInfo"]["name"], "from-config|first-arg",
+        "{r}"
+    );
+    assert_eq!(
+        r["result"]["serverInfo"]["version"],
+        workdir.display().to_string(),
+        "{r}"
+    );
+}

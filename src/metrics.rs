@@ -12,6 +12,27 @@ use std::fmt::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+/// The MCP methods a request label may name; any other is counted as `other`.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+];
+
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -44,12 +65,8 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 
 /// One request to an upstream, answered (or failed) after `took`.
 pub fn request(upstream: &str, method: &str, ok: bool, took: Duration) {
-    // Method names come from clients: keep the label set bounded.
-    let method = if method.len() <= 64
-        && method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-' || b == b'.')
-    {
+    // Method names come from clients: only the protocol's own become labels.
+    let method = if KNOWN_METHODS.contains(&method) {
         method
     } else {
         "other"

@@ -102,8 +102,10 @@ fn key_kind(rsa: bool) -> KeyKind {
 fn ca(data_dir: &Path, rsa: bool, force: bool) -> anyhow::Result<()> {
     let cert = data_dir.join("ca.crt");
     if force {
-        let _ = std::fs::remove_file(&cert);
-        let _ = std::fs::remove_file(data_dir.join("ca.key"));
+        // The served development certificate was issued by the old CA: make it anew too.
+        for f in ["ca.crt", "ca.key", "server.crt", "server.key"] {
+            let _ = std::fs::remove_file(data_dir.join(f));
+        }
     }
     let existed = cert.exists();
     if !existed {
@@ -157,10 +159,11 @@ fn issue(data_dir: &Path, names: &[String], out: &Output, client: bool) -> anyho
     let dir = out.out.clone().unwrap_or_else(|| data_dir.to_path_buf());
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stem = first.replace([':', '/', '*'], "_");
-    let stem = if client {
-        format!("client-{stem}")
-    } else {
-        stem
+    // The data directory also holds ca.* and serve's own server.*: never write over them.
+    let stem = match (client, stem.as_str()) {
+        (true, _) => format!("client-{stem}"),
+        (false, "ca" | "server") => format!("server-{stem}"),
+        (false, _) => stem,
     };
     let cert_file = dir.join(format!("{stem}.crt"));
     let key_file = dir.join(format!("{stem}.key"));

@@ -77,7 +77,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             profile.source
         );
     }
-    tracing::info!(url = %spec.url, trust = %profile.source, "connecting");
+    tracing::info!(url = %crate::tls::diagnose::redact_url(&spec.url), trust = %profile.source, "connecting");
     let connector = Connector::new("connect", Arc::new(profile), spec.timeout);
     let upstream = RemoteUpstream::start("connect", spec, connector).map_err(anyhow::Error::msg)?;
 

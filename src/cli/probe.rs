@@ -195,7 +195,7 @@ async fn probe_tls(connector: &Connector, uri: &Uri) -> (TlsReport, Option<Failu
         report.alpn = conn
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        report.verified = true;
+        report.verified = !connector.profile().insecure;
         ders = conn
             .peer_certificates()
             .map(|c| c.iter().map(|d| d.to_vec()).collect())

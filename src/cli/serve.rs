@@ -8,7 +8,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, ConfigError, ListenerSecurity, UpstreamKind, raw::RawConfig};
-use crate::router::Router;
+use crate::router::Gateway;
 use crate::server::{self, App};
 use crate::tls::{reload, server as tls_server};
 
@@ -68,21 +68,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ListenerSecurity::Tls(tls) => Some(tls_server::build(tls, &config.data_dir)?),
         ListenerSecurity::Plaintext => None,
     };
-    let upstream = only_upstream(&config)?;
-    match &upstream.kind {
-        UpstreamKind::Stdio(spec) => check_command(&upstream.name, &spec.command)?,
-        // Loads the CA and client certificate files now, so --check-config catches them.
-        UpstreamKind::Remote(spec) => drop(crate::tls::trust::build(
-            &spec.trust,
-            &crate::tls::trust::Env::process(),
-        )?),
+    if config.upstreams.is_empty() {
+        return Err(ConfigError::new("mcp_servers", "is empty")
+            .hint("give a stdio server after --, or in mcp_servers")
+            .into());
     }
+    for upstream in &config.upstreams {
+        match &upstream.kind {
+            UpstreamKind::Stdio(spec) => check_command(&upstream.name, &spec.command)?,
+            // Loads the CA and client certificate files now, so --check-config catches them.
+            UpstreamKind::Remote(spec) => drop(crate::tls::trust::build(
+                &spec.trust,
+                &crate::tls::trust::Env::process(),
+            )?),
+        }
+        if config.upstreams.len() > 1 && upstream.name.contains(crate::router::fanout::SEPARATOR) {
+            return Err(ConfigError::new(
+                format!("mcp_servers.{}", upstream.name),
+                format!(
+                    "contains {:?}, the separator between server and tool names",
+                    crate::router::fanout::SEPARATOR
+                ),
+            )
+            .hint("rename the server without a double underscore")
+            .into());
+        }
+    }
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     if args.check_config {
         println!(
-            "config OK: listen {}, {}, upstream {:?}",
+            "config OK: listen {}, {}, upstreams {}",
             config.server.listen,
             describe_listener(&config, built.as_ref()),
-            upstream.name
+            names.join(", ")
         );
         return Ok(());
     }
@@ -120,12 +138,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let router = Router::new(upstream, config.server.limits.clone())
+    let gateway = Gateway::new(&config.upstreams, &config.server.limits)
         .await
         .map_err(anyhow::Error::msg)?;
-    router.spawn_reaper();
     let app = App::new(
-        router,
+        gateway,
         &config.server,
         &config.auth,
         config.logging.tls_debug,
@@ -160,7 +177,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(m) = metrics_addr {
         println!("  metrics:         http://{m}/metrics");
     }
-    tracing::info!(%addr, upstream = %upstream.name, "serving");
+    tracing::info!(%addr, upstreams = %names.join(", "), "serving");
     server::serve(listener, live, app, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
@@ -266,22 +283,6 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-fn only_upstream(config: &Config) -> Result<&config::UpstreamSpec, ConfigError> {
-    match config.upstreams.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ConfigError::new("mcp_servers", "is empty")
-            .hint("give a stdio server after --, or in mcp_servers")),
-        many => Err(ConfigError::new(
-            "mcp_servers",
-            format!(
-                "lists {} servers; this build serves one (the gateway over many is not built yet)",
-                many.len()
-            ),
-        )
-        .hint("keep one entry in mcp_servers")),
-    }
-}
-
 /// Fails early, with the name of the server, when its command cannot be found.
 fn check_command(name: &str, command: &str) -> Result<(), ConfigError> {
     let key = format!("mcp_servers.{name}.command");
@@ -355,6 +356,8 @@ async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::S
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
+                // Out of descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             tokio::spawn(async move {

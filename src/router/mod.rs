@@ -4,13 +4,14 @@
 //! attaches every session to it (ids remapped by the hub). Sessions idle longer than the
 //! limit, with no stream open, are closed and their children stopped.
 
+pub mod fanout;
 pub mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub use session::{Flavor, Link, Session};
 
@@ -42,6 +43,8 @@ enum Source {
     },
     /// A remote server: a remote session per session, over one pooled client and trust profile.
     Remote(Box<RemoteSource>),
+    /// Every upstream at once, namespaced (the gateway's `/mcp`).
+    Aggregate(Vec<Arc<Router>>),
 }
 
 struct RemoteSource {
@@ -58,6 +61,17 @@ pub enum CreateError {
 }
 
 impl Router {
+    /// The gateway's router over several upstreams (each with its own router).
+    pub fn aggregate(members: Vec<Arc<Router>>, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            upstream_name: "gateway".into(),
+            source: Source::Aggregate(members),
+            health: Arc::new(Health::new("gateway")),
+            sessions: Mutex::new(HashMap::new()),
+            limits,
+        })
+    }
+
     /// Builds the router; in shared mode the child starts now.
     pub async fn new(upstream: &UpstreamSpec, limits: Limits) -> Result<Arc<Self>, String> {
         let health = Arc::new(Health::new(&upstream.name));
@@ -114,7 +128,27 @@ impl Router {
                 "the system random number generator failed".into(),
             ));
         };
-        let link = match &self.source {
+        let link = self.link().await?;
+        let session = Session::new(id.clone(), flavor, identity.clone(), link);
+        let mut map = self.map();
+        if map.len() >= self.limits.max_sessions {
+            drop(map);
+            session.close();
+            return Err(CreateError::TooManySessions(self.limits.max_sessions));
+        }
+        map.insert(id.clone(), session.clone());
+        drop(map);
+        match &identity {
+            Some(who) => tracing::info!(session = %id, client = %who, "session opened"),
+            None => tracing::info!(session = %id, "session opened"),
+        }
+        Ok(session)
+    }
+
+    /// What one new session talks to: its own child, the shared child, its own remote
+    /// session, or a fan-out over every member router's link.
+    pub async fn link(&self) -> Result<Link, CreateError> {
+        Ok(match &self.source {
             Source::Stdio {
                 shared: Some(hub), ..
             } => Link::Stdio {
@@ -137,21 +171,18 @@ impl Router {
                 )
                 .map_err(CreateError::Upstream)?,
             ),
-        };
-        let session = Session::new(id.clone(), flavor, identity.clone(), link);
-        let mut map = self.map();
-        if map.len() >= self.limits.max_sessions {
-            drop(map);
-            session.close();
-            return Err(CreateError::TooManySessions(self.limits.max_sessions));
-        }
-        map.insert(id.clone(), session.clone());
-        drop(map);
-        match &identity {
-            Some(who) => tracing::info!(session = %id, client = %who, "session opened"),
-            None => tracing::info!(session = %id, "session opened"),
-        }
-        Ok(session)
+            Source::Aggregate(members) => {
+                let mut links = Vec::with_capacity(members.len());
+                for m in members {
+                    let link = Box::pin(m.link()).await.map_err(|e| match e {
+                        CreateError::Upstream(why) => why,
+                        CreateError::TooManySessions(n) => format!("too many sessions ({n})"),
+                    });
+                    links.push((m.upstream_name.clone(), link));
+                }
+                Link::Fanout(fanout::Fanout::new(links))
+            }
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
@@ -211,8 +242,13 @@ impl Router {
         }
     }
 
+    /// Ready if its upstream is; the aggregate is ready while any member is (the others'
+    /// tools are left out, and /readyz lists each).
     pub fn ready(&self) -> bool {
-        self.health.ready()
+        match &self.source {
+            Source::Aggregate(members) => members.iter().any(|m| m.ready()),
+            _ => self.health.ready(),
+        }
     }
 
     pub fn report(&self) -> Value {
@@ -229,4 +265,43 @@ fn new_session_id() -> Option<String> {
     // Without randomness a session id would be guessable: refuse the session rather than weaken.
     aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Every router of a serve process: `/mcp` (`main`: the one upstream, or the aggregate over
+/// all) and `/servers/<name>/mcp` (each upstream alone).
+pub struct Gateway {
+    pub main: Arc<Router>,
+    pub servers: std::collections::BTreeMap<String, Arc<Router>>,
+}
+
+impl Gateway {
+    pub async fn new(upstreams: &[UpstreamSpec], limits: &Limits) -> Result<Self, String> {
+        let mut servers = std::collections::BTreeMap::new();
+        for u in upstreams {
+            let r = Router::new(u, limits.clone()).await?;
+            r.spawn_reaper();
+            servers.insert(u.name.clone(), r);
+        }
+        let main = match servers.values().collect::<Vec<_>>().as_slice() {
+            [one] => (*one).clone(),
+            _ => {
+                let agg = Router::aggregate(servers.values().cloned().collect(), limits.clone());
+                agg.spawn_reaper();
+                agg
+            }
+        };
+        Ok(Self { main, servers })
+    }
+
+    pub fn close_all(&self) {
+        self.main.close_all();
+        for r in self.servers.values() {
+            r.close_all();
+        }
+    }
+
+    pub fn report(&self) -> Value {
+        let ups: Vec<Value> = self.servers.values().map(|r| r.report()).collect();
+        json!({"ready": self.main.ready(), "upstreams": ups})
+    }
 }

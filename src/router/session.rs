@@ -69,6 +69,60 @@ pub enum Link {
     Stdio { hub: Arc<StdioHub>, owns: bool },
     /// A remote MCP server: the session has its own remote session.
     Remote(Arc<RemoteUpstream>),
+    /// Several upstreams behind one session, namespaced (the gateway).
+    Fanout(Arc<super::fanout::Fanout>),
+}
+
+impl Link {
+    /// Registers `sink` for the upstream's own messages (a shared child broadcasts to all).
+    pub fn attach(&self, sink: Weak<dyn Sink>) {
+        match self {
+            Link::Stdio { hub, .. } => hub.attach(sink),
+            Link::Fanout(f) => f.set_downstream(sink),
+            Link::Remote(_) => {}
+        }
+    }
+
+    /// Sends a frame on behalf of `sink`. An error means it was not sent; requests sent to a
+    /// remote or a fan-out are answered through the sink even when they fail.
+    pub fn send_as(&self, sink: &Arc<dyn Sink>, frame: Value) -> Result<(), String> {
+        match self {
+            Link::Stdio { hub, .. } => hub.send(sink, frame).map_err(|e| e.0),
+            Link::Remote(remote) => {
+                remote.send(sink, frame);
+                Ok(())
+            }
+            Link::Fanout(f) => {
+                f.send(frame);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Link::Stdio { hub, .. } => hub.name().to_string(),
+            Link::Remote(r) => r.name().to_string(),
+            Link::Fanout(_) => "gateway".to_string(),
+        }
+    }
+
+    /// Ends what this link owns: a session's own child, a remote session, a fan-out's members.
+    pub fn close(&self, sink: &Weak<dyn Sink>) {
+        match self {
+            Link::Stdio { hub, owns } => {
+                hub.detach(sink);
+                if *owns {
+                    hub.close();
+                }
+            }
+            Link::Remote(remote) => {
+                let remote = remote.clone();
+                tokio::spawn(async move { remote.close().await });
+            }
+            Link::Fanout(f) => f.close(),
+        }
+    }
 }
 
 impl Session {
@@ -83,10 +137,8 @@ impl Session {
             last_active: Mutex::new(Instant::now()),
             protocol_version: Mutex::new(None),
         });
-        if let Link::Stdio { hub, .. } = &session.link {
-            let weak: Weak<dyn Sink> = session.me.clone();
-            hub.attach(weak);
-        }
+        let weak: Weak<dyn Sink> = session.me.clone();
+        session.link.attach(weak);
         session
     }
 
@@ -105,18 +157,13 @@ impl Session {
         }
         let id = frame.get("id").cloned();
         let sink: Arc<dyn Sink> = me;
-        let hub = match &self.link {
-            Link::Stdio { hub, .. } => hub,
-            // Failures come back through the sink as JSON-RPC errors.
-            Link::Remote(remote) => return remote.send(&sink, frame),
-        };
-        if let Err(e) = hub.send(&sink, frame) {
+        if let Err(e) = self.link.send_as(&sink, frame) {
             match (kind, id) {
                 (Kind::Request, Some(id)) => {
-                    self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e.0))
+                    self.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, e))
                 }
                 _ => {
-                    tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {}", hub.name(), e.0)
+                    tracing::warn!(session = %self.id, "message to upstream {:?} dropped: {e}", self.link.name())
                 }
             }
         }
@@ -177,19 +224,8 @@ impl Session {
 
     /// Detaches from the upstream and stops a child this session owns.
     pub fn close(&self) {
-        match &self.link {
-            Link::Stdio { hub, owns } => {
-                let weak: Weak<dyn Sink> = self.me.clone();
-                hub.detach(&weak);
-                if *owns {
-                    hub.close();
-                }
-            }
-            Link::Remote(remote) => {
-                let remote = remote.clone();
-                tokio::spawn(async move { remote.close().await });
-            }
-        }
+        let weak: Weak<dyn Sink> = self.me.clone();
+        self.link.close(&weak);
         let mut out = self.outbox();
         out.waiters.clear();
         out.stream = None;

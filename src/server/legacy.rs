@@ -13,10 +13,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::body::{Body, SseBody};
 use super::streamable::{messages, read_json, sse_response};
 use super::{App, ConnInfo, reply};
-use crate::router::Flavor;
+use crate::router::{Flavor, Router};
 use crate::transport::sse;
 
-pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+/// Opens a legacy session; `base` is the path prefix (`` or `/servers/<name>`).
+pub async fn open(
+    router: &Arc<Router>,
+    base: &str,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -24,7 +30,7 @@ pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Re
         );
     }
     let identity = conn.tls.as_ref().and_then(|t| t.client_subject.clone());
-    let session = match app.router.create_session(Flavor::Legacy, identity).await {
+    let session = match router.create_session(Flavor::Legacy, identity).await {
         Ok(s) => s,
         Err(e) => return reply::session_refused(e),
     };
@@ -37,16 +43,16 @@ pub async fn open(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Re
     let endpoint: Bytes = sse::event(
         Some("endpoint"),
         None,
-        &format!("/message?sessionId={}", session.id),
+        &format!("{base}/message?sessionId={}", session.id),
     );
-    let router = app.router.clone();
+    let router = router.clone();
     let id = session.id.clone();
     sse_response(SseBody::open(rx, Some(endpoint)).on_drop(move || {
         router.remove(&id);
     }))
 }
 
-pub async fn post(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub async fn post(app: &Arc<App>, router: &Arc<Router>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -66,7 +72,7 @@ pub async fn post(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let Some(id) = id else {
         return reply::error(StatusCode::BAD_REQUEST, "missing sessionId query parameter");
     };
-    let session = match app.router.get(&id) {
+    let session = match router.get(&id) {
         Some(s) if s.flavor == Flavor::Legacy => s,
         _ => {
             return reply::error(

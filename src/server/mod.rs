@@ -27,13 +27,13 @@ use tokio::task::JoinSet;
 pub use body::Body;
 
 use crate::config::{Auth, Limits, ServerSettings};
-use crate::router::Router;
+use crate::router::Gateway;
 use crate::tls::info::TlsFacts;
 use crate::tls::reload::LiveServerConfig;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
-    pub router: Arc<Router>,
+    pub gateway: Gateway,
     guard: guard::Guard,
     pub limits: Limits,
     pub tls_debug: bool,
@@ -41,13 +41,13 @@ pub struct App {
 
 impl App {
     pub fn new(
-        router: Arc<Router>,
+        gateway: Gateway,
         server: &ServerSettings,
         auth: &Auth,
         tls_debug: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
-            router,
+            gateway,
             guard: guard::Guard::new(server, &auth.bearer_tokens),
             limits: server.limits.clone(),
             tls_debug,
@@ -126,7 +126,7 @@ pub async fn serve(
             }
         });
     }
-    app.router.close_all();
+    app.gateway.close_all();
     // Streams end once their sessions close; give in-flight requests a moment.
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)
@@ -190,33 +190,49 @@ where
 async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/healthz") => return reply::json(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
-            let report = app.router.report();
-            let status = if app.router.ready() {
+            let report = app.gateway.report();
+            let status = if app.gateway.main.ready() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            reply::json(
-                status,
-                &json!({"ready": status == StatusCode::OK, "upstreams": [report]}),
-            )
+            return reply::json(status, &report);
         }
-        (_, "/mcp" | "/mcp/" | "/sse" | "/message" | "/messages" | "/messages/") => {
+        _ => {}
+    }
+    // `/servers/<name>/...` reaches one upstream alone; the rest goes to `/mcp`'s router.
+    let (router, base, rest) = match path.strip_prefix("/servers/") {
+        Some(tail) => {
+            let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
+            match app.gateway.servers.get(name) {
+                Some(r) => (r.clone(), format!("/servers/{name}"), format!("/{rest}")),
+                None => {
+                    return reply::error(
+                        StatusCode::NOT_FOUND,
+                        format!("no server {name:?} here; see /readyz for the list"),
+                    );
+                }
+            }
+        }
+        None => (app.gateway.main.clone(), String::new(), path.clone()),
+    };
+    match rest.as_str() {
+        "/mcp" | "/mcp/" | "/sse" | "/message" | "/messages" | "/messages/" => {
             if let Err(refusal) = app.guard.check(req.uri(), req.headers()) {
                 return reply::refused(refusal);
             }
-            match path.as_str() {
-                "/mcp" | "/mcp/" => streamable::handle(&app, &conn, req).await,
-                "/sse" => legacy::open(&app, &conn, req).await,
-                _ => legacy::post(&app, req).await,
+            match rest.as_str() {
+                "/mcp" | "/mcp/" => streamable::handle(&app, &router, &conn, req).await,
+                "/sse" => legacy::open(&router, &base, &conn, req).await,
+                _ => legacy::post(&app, &router, req).await,
             }
         }
         _ => reply::error(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP) and /sse (legacy SSE)"
+                "no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP), /sse (legacy SSE) and /servers/<name>/mcp"
             ),
         ),
     }

@@ -24,18 +24,23 @@ use serde_json::Value;
 use super::body::{Body, SseBody};
 use super::{App, ConnInfo, reply};
 use crate::jsonrpc::{self, Kind};
-use crate::router::{Flavor, Session};
+use crate::router::{Flavor, Router, Session};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Revisions whose HTTP transport mcpgate speaks.
 pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-pub async fn handle(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    app: &Arc<App>,
+    router: &Arc<Router>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match *req.method() {
-        Method::POST => post(app, conn, req).await,
-        Method::GET => get(app, req),
-        Method::DELETE => delete(app, req),
+        Method::POST => post(app, router, conn, req).await,
+        Method::GET => get(router, req),
+        Method::DELETE => delete(router, req),
         _ => {
             let mut r = reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -166,14 +171,14 @@ pub(super) fn messages(body: Value, batches_allowed: bool) -> Result<Vec<Value>,
 }
 
 /// Finds the session of a request, answering 400 or 404 when there is none.
-fn session_of(app: &App, headers: &HeaderMap) -> Result<Arc<Session>, Response<Body>> {
+fn session_of(router: &Router, headers: &HeaderMap) -> Result<Arc<Session>, Response<Body>> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,
             "missing Mcp-Session-Id header; send initialize first to get one",
         ));
     };
-    match app.router.get(id) {
+    match router.get(id) {
         Some(s) if s.flavor == Flavor::Streamable => Ok(s),
         _ => Err(reply::error(
             StatusCode::NOT_FOUND,
@@ -212,7 +217,12 @@ fn check_version(session: &Session, headers: &HeaderMap) -> Result<(), Response<
     }
 }
 
-async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+async fn post(
+    app: &Arc<App>,
+    router: &Arc<Router>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let acc = accepts(req.headers());
     if !acc.json && !acc.sse {
         return reply::error(
@@ -235,16 +245,12 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
             );
         }
         let identity = conn.tls.as_ref().and_then(|t| t.client_subject.clone());
-        match app
-            .router
-            .create_session(Flavor::Streamable, identity)
-            .await
-        {
+        match router.create_session(Flavor::Streamable, identity).await {
             Ok(s) => (s, true),
             Err(e) => return reply::session_refused(e),
         }
     } else {
-        let s = match session_of(app, &headers) {
+        let s = match session_of(router, &headers) {
             Ok(s) => s,
             Err(r) => return r,
         };
@@ -261,7 +267,7 @@ async fn post(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         Ok(l) => l,
         Err(r) => {
             if created {
-                app.router.remove(&session.id);
+                router.remove(&session.id);
             }
             return r;
         }
@@ -380,7 +386,7 @@ pub(super) fn sse_response(body: SseBody) -> Response<Body> {
     r
 }
 
-fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+fn get(router: &Arc<Router>, req: Request<Incoming>) -> Response<Body> {
     let text = req
         .headers()
         .get(ACCEPT)
@@ -392,7 +398,7 @@ fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             "GET /mcp opens an SSE stream: Accept must include text/event-stream",
         );
     }
-    let session = match session_of(app, req.headers()) {
+    let session = match session_of(router, req.headers()) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -408,11 +414,11 @@ fn get(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn delete(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let session = match session_of(app, req.headers()) {
+fn delete(router: &Arc<Router>, req: Request<Incoming>) -> Response<Body> {
+    let session = match session_of(router, req.headers()) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    app.router.remove(&session.id);
+    router.remove(&session.id);
     reply::empty(StatusCode::OK)
 }

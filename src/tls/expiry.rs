@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::pem;
 
-const THRESHOLDS_DAYS: [i64; 3] = [1, 7, 30];
+/// Days before expiry at which to warn; 0 is "expired".
+const THRESHOLDS_DAYS: [i64; 4] = [0, 1, 7, 30];
 
 /// A certificate file to watch: its role (`listener`, `client_ca`, `client`, `upstream`), the
 /// config key it came from, and the path.
@@ -51,7 +52,8 @@ fn check(files: &[Watched], warned: &mut HashSet<(String, i64)>) {
             let days_left = (not_after - now).div_euclid(86_400);
             // Only the tightest threshold passed is said, once.
             if let Some(t) = THRESHOLDS_DAYS.iter().find(|t| days_left < **t) {
-                if warned.insert((format!("{}|{subject}", w.path.display()), *t)) {
+                // Keyed by the certificate itself, so a renewed one is warned about afresh.
+                if warned.insert((format!("{}|{subject}|{not_after}", w.path.display()), *t)) {
                     if days_left < 0 {
                         tracing::warn!(role = w.role, key = %w.key, %subject, "certificate EXPIRED {} days ago ({})", -days_left, w.path.display());
                     } else {

@@ -41,6 +41,8 @@ pub struct RemoteUpstream {
     endpoint_ready: Notify,
     queue: mpsc::UnboundedSender<(Arc<dyn Sink>, Value)>,
     health: Option<Arc<Health>>,
+    /// Set by `close`: every task of this session (send loop, streams, reconnects) ends.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// The pooled HTTP client over a connector (keep-alive, HTTP/2 by ALPN).
@@ -67,9 +69,16 @@ struct State {
     last_failure: Option<Failure>,
     /// Requests sent and not answered yet: id key -> id. Whatever ends without answering one
     /// (a stream closing, a body failing) answers it with an error, so no client waits forever.
-    awaiting: std::collections::HashMap<String, Value>,
+    awaiting: std::collections::HashMap<String, Awaited>,
     /// Set once initialize is answered: from then on sends overlap instead of queueing.
     established: bool,
+}
+
+/// A request sent and not yet answered: its id, and its method and send time for the metrics.
+struct Awaited {
+    id: Value,
+    method: String,
+    sent: std::time::Instant,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -119,6 +128,7 @@ impl RemoteUpstream {
             endpoint_ready: Notify::new(),
             queue: tx,
             health,
+            shutdown: tokio::sync::watch::channel(false).0,
         });
         tokio::spawn(me.clone().send_loop(rx));
         Ok(me)
@@ -131,6 +141,10 @@ impl RemoteUpstream {
     /// Queues a client frame; it is sent after every frame queued before it.
     pub fn send(&self, from: &Arc<dyn Sink>, frame: Value) {
         let _ = self.queue.send((from.clone(), frame));
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The failure behind the last message that could not be sent, if any.
@@ -157,6 +171,7 @@ impl RemoteUpstream {
         let (url, session) = {
             let mut st = self.lock();
             st.closed = true;
+            self.shutdown.send_replace(true);
             (st.url.clone(), st.session.clone())
         };
         if let (Some(url), Some(_)) = (url, session) {
@@ -169,7 +184,13 @@ impl RemoteUpstream {
     }
 
     async fn send_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(Arc<dyn Sink>, Value)>) {
-        while let Some((sink, frame)) = rx.recv().await {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some((sink, frame)) = next else { return };
             if !self.lock().established {
                 self.clone().send_and_report(sink, frame).await;
                 continue;
@@ -187,28 +208,49 @@ impl RemoteUpstream {
             .then(|| frame.get("id").cloned())
             .flatten();
         if let Some(id) = &id {
-            self.lock().awaiting.insert(jsonrpc::id_key(id), id.clone());
+            let method = jsonrpc::method(&frame).unwrap_or("").to_string();
+            self.lock().awaiting.insert(
+                jsonrpc::id_key(id),
+                Awaited {
+                    id: id.clone(),
+                    method,
+                    sent: std::time::Instant::now(),
+                },
+            );
         }
-        if let Err(f) = self.send_one(&sink, &frame).await {
-            tracing::error!("{f}");
-            self.lock().last_failure = Some(f.clone());
-            if let Some(h) = &self.health {
-                h.set(HealthState::Failed, Some(f.one_line()));
+        match self.send_one(&sink, &frame).await {
+            Ok(()) => {
+                if let Some(h) = &self.health {
+                    h.set(HealthState::Running, None);
+                }
             }
-            if let Some(id) = id {
-                self.lock().awaiting.remove(&jsonrpc::id_key(&id));
-                sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
+            Err(f) => {
+                tracing::error!("{f}");
+                self.lock().last_failure = Some(f.clone());
+                // Only a failure to reach the upstream makes it unready; an HTTP answer to one
+                // client's message (400, 401, 404) says nothing about the others.
+                if let (Some(h), false) = (&self.health, f.class == ErrorClass::Http) {
+                    h.set(HealthState::Failed, Some(f.one_line()));
+                }
+                if let Some(id) = id {
+                    let a = self.lock().awaiting.remove(&jsonrpc::id_key(&id));
+                    if let Some(a) = a {
+                        crate::metrics::request(&self.name, &a.method, false, a.sent.elapsed());
+                    }
+                    sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
+                }
             }
         }
     }
 
     /// Answers a request that will get no answer from the server, if it is still waiting.
     fn abandon(&self, sink: &Arc<dyn Sink>, key: &str, why: &str) {
-        let id = self.lock().awaiting.remove(key);
-        if let Some(id) = id {
+        let awaited = self.lock().awaiting.remove(key);
+        if let Some(a) = awaited {
             tracing::warn!(upstream = %self.name, "a request got no answer: {why}");
+            crate::metrics::request(&self.name, &a.method, false, a.sent.elapsed());
             sink.response(jsonrpc::error(
-                id,
+                a.id,
                 code::UPSTREAM_UNAVAILABLE,
                 format!("upstream {:?}: {why}", self.name),
             ));
@@ -344,8 +386,13 @@ impl RemoteUpstream {
                 let key = m.get("id").map(jsonrpc::id_key);
                 {
                     let mut st = self.lock();
-                    if let Some(k) = &key {
-                        st.awaiting.remove(k);
+                    if let Some(a) = key.as_ref().and_then(|k| st.awaiting.remove(k)) {
+                        crate::metrics::request(
+                            &self.name,
+                            &a.method,
+                            m.get("error").is_none(),
+                            a.sent.elapsed(),
+                        );
                     }
                     if key.is_some() && st.init_key == key {
                         st.init_key = None;
@@ -383,7 +430,12 @@ impl RemoteUpstream {
         let mut parser = sse::Parser::default();
         let mut events = Vec::new();
         loop {
-            let frame = match body.frame().await {
+            let mut stop = self.shutdown.subscribe();
+            let next = tokio::select! {
+                f = body.frame() => f,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            let frame = match next {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => return Some(e.to_string()),
                 None => return None,
@@ -562,7 +614,11 @@ impl RemoteUpstream {
                     }
                     Err(f) => tracing::debug!(upstream = %me.name, "GET stream: {f}"),
                 }
-                tokio::time::sleep(backoff).await;
+                let mut stop = me.shutdown.subscribe();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
@@ -684,8 +740,8 @@ impl RemoteUpstream {
                 return Err(Failure::new(
                     ErrorClass::HttpsToHttpRedirect,
                     self.connector.place(&url),
-                    format!("the server redirected from https to http (Location: {location}); refused"),
-                    format!("this is usually a proxy's trailing-slash redirect that lost the scheme: use {fixed} as the URL"),
+                    format!("the server redirected from https to http (Location: {}); refused", diagnose::redact_url(&location)),
+                    format!("this is usually a proxy's trailing-slash redirect that lost the scheme: use {} as the URL", diagnose::redact_url(&fixed)),
                 )
                 .cause(format!("{} {}", resp.status().as_u16(), resp.status().canonical_reason().unwrap_or(""))));
             }
@@ -694,16 +750,23 @@ impl RemoteUpstream {
                     ErrorClass::CrossOriginRedirect,
                     self.connector.place(&url),
                     format!(
-                        "the server redirected to another origin (Location: {location}); refused"
+                        "the server redirected to another origin (Location: {}); refused",
+                        diagnose::redact_url(&location)
                     ),
-                    format!("if {next} is the right server, use it as the URL"),
+                    format!(
+                        "if {} is the right server, use it as the URL",
+                        diagnose::redact_url(&next.to_string())
+                    ),
                 ));
             }
             tracing::info!(upstream = %self.name, "following redirect {} -> {}; use the new URL to skip it", diagnose::redact_url(&url.to_string()), diagnose::redact_url(&next.to_string()));
             {
                 let mut st = self.lock();
-                st.redirects
-                    .push((resp.status().as_u16(), url.to_string(), next.to_string()));
+                st.redirects.push((
+                    resp.status().as_u16(),
+                    diagnose::redact_url(&url.to_string()),
+                    diagnose::redact_url(&next.to_string()),
+                ));
                 st.url = Some(next.clone());
             }
             url = next;

@@ -62,7 +62,8 @@ async fn endpoint_event_then_answers_on_the_stream() {
         .await
         .unwrap();
     assert_eq!(r.status, 202);
-    while !seen.contains("\"id\":2") {
+    // The server may answer the two requests in either order: wait for both.
+    while !(seen.contains("\"id\":1") && seen.contains("\"id\":2")) {
         let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
             .await
             .unwrap()

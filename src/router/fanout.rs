@@ -604,7 +604,7 @@ impl Fanout {
         match jsonrpc::kind(&frame) {
             Kind::Request => {
                 let id = frame.get("id").cloned().unwrap_or(Value::Null);
-                let visible = json!(format!("{server}/{}", id));
+                let visible = json!(format!("{server}/{}", id_text(&id)));
                 self.lock()
                     .server_requests
                     .insert(jsonrpc::id_key(&visible), (member, id));
@@ -628,7 +628,7 @@ impl Fanout {
                         .pointer("/params/requestId")
                         .cloned()
                         .unwrap_or(Value::Null);
-                    let visible = json!(format!("{server}/{}", id));
+                    let visible = json!(format!("{server}/{}", id_text(&id)));
                     self.lock()
                         .server_requests
                         .remove(&jsonrpc::id_key(&visible));
@@ -639,6 +639,14 @@ impl Fanout {
             },
             _ => {}
         }
+    }
+}
+
+/// An id as text: a string as it is, a number in decimal.
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

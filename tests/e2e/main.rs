@@ -7,6 +7,7 @@ mod auth_and_origin;
 mod cert_command;
 mod client_auth_modes;
 mod config_errors;
+mod gateway;
 mod legacy_sse;
 mod limits;
 mod logging;

@@ -6,6 +6,14 @@
 //! owns every rustls detail. Data flows one way: config -> tls -> transport -> upstream ->
 //! router -> server -> cli.
 
+// No unsafe code of our own, and no unwrap/expect/panic outside tests: errors on request paths
+// are answered, not crashed on.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod cli;
 pub mod config;
 pub mod demo;

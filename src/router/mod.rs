@@ -94,6 +94,7 @@ impl Router {
                 tracing::info!(upstream = %upstream.name, url = %crate::tls::diagnose::redact_url(&spec.url), trust = %profile.source, "remote upstream");
                 let connector = Connector::new(&upstream.name, Arc::new(profile), spec.timeout);
                 let client = pooled_client(&connector);
+                spawn_health_check(&upstream.name, &spec.url, connector.clone(), health.clone());
                 Source::Remote(Box::new(RemoteSource {
                     spec: spec.clone(),
                     connector,
@@ -256,6 +257,43 @@ impl Router {
         r["sessions"] = self.session_count().into();
         r
     }
+}
+
+/// How often a remote upstream is checked when no session is telling us about it.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Checks a remote upstream now and every `HEALTH_INTERVAL`: a TCP and TLS connection through
+/// the same connector and trust profile as the calls, so a TLS failure shows in /readyz even
+/// before any client hits it. Ends when the health record is no longer shared (router gone).
+fn spawn_health_check(name: &str, url: &str, connector: Connector, health: Arc<Health>) {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return;
+    };
+    let name = name.to_string();
+    let weak = Arc::downgrade(&health);
+    drop(health);
+    tokio::spawn(async move {
+        loop {
+            let outcome = connector.connect(uri.clone()).await;
+            let Some(health) = weak.upgrade() else { return };
+            match outcome {
+                Ok(_) => {
+                    if health.state() == crate::upstream::health::State::Failed {
+                        tracing::info!(upstream = %name, "reachable again");
+                    }
+                    health.set(crate::upstream::health::State::Running, None);
+                }
+                Err(f) => {
+                    if health.state() != crate::upstream::health::State::Failed {
+                        tracing::warn!("health check: {f}");
+                    }
+                    health.set(crate::upstream::health::State::Failed, Some(f.one_line()));
+                }
+            }
+            drop(health);
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
 }
 
 /// 32 random bytes, hex: unguessable, visible ASCII as the spec requires.

@@ -231,3 +231,75 @@ async fn many_upstreams_behind_one_endpoint() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn readyz_knows_broken_remotes_before_any_client_comes() {
+    let dir = TempDir::new("gw-health");
+    let ss = mcpgate::tls::devca::self_signed_server(&Spec::new("box", 30).names(["127.0.0.1"]))
+        .unwrap();
+    let (c, k) = (
+        dir.write("ss.crt", &ss.cert_pem),
+        dir.write("ss.key", &ss.key_pem),
+    );
+    let selfsigned = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\ntls:\n  cert_file: {}\n  key_file: {}\n{}",
+        c.display(),
+        k.display(),
+        demo_upstream("")
+    ));
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let pki = Pki::new();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  local:\n    command: {}\n    args: [demo-server]\n  gone:\n    url: https://127.0.0.1:{closed_port}/mcp\n  untrusted:\n    url: https://127.0.0.1:{}/mcp\n",
+        pki.tls_block(""),
+        mcpgate_bin(),
+        selfsigned.addr.port()
+    ));
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        let r = c.request("GET", "/readyz", None, &[]).await.unwrap();
+        report = r.json();
+        let errors: Vec<String> = report["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["last_error"].as_str().map(str::to_string))
+            .collect();
+        if errors.len() == 2 {
+            assert_eq!(r.status, 200, "the stdio upstream keeps the gateway ready");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let find = |name: &str| {
+        report["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        find("gone")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connection_refused"),
+        "{report}"
+    );
+    assert!(
+        find("untrusted")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("self_signed_not_pinned"),
+        "{report}"
+    );
+    assert_eq!(find("local")["ready"], true, "{report}");
+}

@@ -100,7 +100,8 @@ impl Spec {
         params.use_authority_key_identifier_extension = self.authority_key_id;
         let mut serial = [0u8; 16];
         fill_random(&mut serial);
-        serial[0] &= 0x7f;
+        // A leading byte in 0x40..=0x7f keeps the DER INTEGER positive and its length fixed.
+        serial[0] = (serial[0] & 0x3f) | 0x40;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         if let Some(url) = &self.ca_issuers_url {
             params
@@ -112,6 +113,27 @@ impl Spec {
         }
         Ok(params)
     }
+}
+
+/// A leaf's basicConstraints and Subject Key Identifier, DER-correct.
+///
+/// rcgen's `IsCa::ExplicitNoCa` writes `cA: FALSE` explicitly, which DER forbids (a DEFAULT
+/// value must be left out): strict parsers such as Python's `cryptography` then refuse the
+/// certificate. So leaves get an empty basicConstraints (not a CA) and an SKI of our own.
+fn leaf_extensions(params: &mut CertificateParams, key: &KeyPair) {
+    params.is_ca = IsCa::NoCa;
+    let ski = params.key_identifier(key);
+    let mut octets = vec![0x04, ski.len() as u8];
+    octets.extend_from_slice(&ski);
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 14],
+            octets,
+        ));
+    let mut bc = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    bc.set_criticality(true);
+    params.custom_extensions.push(bc);
 }
 
 /// DER of AuthorityInfoAccessSyntax with one caIssuers URI.
@@ -210,7 +232,7 @@ impl Authority {
     fn leaf(&self, spec: &Spec, eku: ExtendedKeyUsagePurpose) -> Result<Issued, rcgen::Error> {
         let key = spec.key.generate()?;
         let mut params = spec.params()?;
-        params.is_ca = IsCa::ExplicitNoCa;
+        leaf_extensions(&mut params, &key);
         params.key_usages = match spec.key {
             KeyKind::Rsa2048 => vec![
                 KeyUsagePurpose::DigitalSignature,
@@ -232,7 +254,7 @@ impl Authority {
 pub fn self_signed_server(spec: &Spec) -> Result<Issued, rcgen::Error> {
     let key = spec.key.generate()?;
     let mut params = spec.params()?;
-    params.is_ca = IsCa::ExplicitNoCa;
+    leaf_extensions(&mut params, &key);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.self_signed(&key)?;

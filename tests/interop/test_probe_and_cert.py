@@ -64,6 +64,19 @@ def test_certificates_from_mcpgate_cert_pass_the_python_sdk_with_mtls(tmp_path, 
     bin_ = str(mcpgate_binary())
     for args in (["ca"], ["server", "localhost", "127.0.0.1"], ["client", "carol"]):
         subprocess.run([bin_, "cert", "--data-dir", str(data), *args], check=True, capture_output=True, timeout=30)
+    # Strict DER: Python's cryptography refuses what lenient parsers let through (an explicitly
+    # encoded DEFAULT, a negative serial); every certificate made must parse, extensions too.
+    from cryptography import x509 as cx509
+
+    for name in ("ca.crt", "localhost.crt", "client-carol.crt"):
+        cert = cx509.load_pem_x509_certificate((data / name).read_bytes())
+        assert cert.serial_number > 0, name
+        bc = cert.extensions.get_extension_for_class(cx509.BasicConstraints).value
+        assert bc.ca == (name == "ca.crt"), name
+        if name != "ca.crt":
+            cert.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier)
+            cert.extensions.get_extension_for_class(cx509.AuthorityKeyIdentifier)
+
     base = mcpgate({
         "server": {"listen": "127.0.0.1:0"},
         "tls": {

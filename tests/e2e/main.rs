@@ -3,6 +3,7 @@
 
 mod support;
 
+mod abuse;
 mod auth_and_origin;
 mod cert_command;
 mod client_auth_modes;

@@ -456,6 +456,44 @@ impl Conn {
         })
     }
 
+    /// A POST of raw bytes (for malformed bodies), with the session header when there is one.
+    pub async fn request_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json");
+        if let Some(s) = &self.session {
+            b = b.header("mcp-session-id", s);
+        }
+        let req = b.body(Full::new(Bytes::from(body))).unwrap();
+        self.send.ready().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
     pub async fn post(&mut self, body: &Value) -> Reply {
         self.request("POST", "/mcp", Some(body), &[])
             .await

@@ -15,9 +15,9 @@ use crate::config::{self, ConfigError, RemoteSpec, raw::RawConfig};
 use crate::jsonrpc;
 use crate::tls::trust;
 use crate::transport::ndjson;
-use crate::upstream::Sink;
 use crate::upstream::connector::Connector;
 use crate::upstream::remote::RemoteUpstream;
+use crate::upstream::{ChannelSink, Sink};
 
 #[derive(Args, Default)]
 pub struct ConnectArgs {
@@ -92,7 +92,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let sink: Arc<dyn Sink> = Arc::new(Stdout(tx.clone()));
+    let sink: Arc<dyn Sink> = Arc::new(ChannelSink(tx.clone()));
     let mut reader = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
     loop {
@@ -129,20 +129,6 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     Ok(())
-}
-
-struct Stdout(mpsc::UnboundedSender<Value>);
-
-impl Sink for Stdout {
-    fn response(&self, frame: Value) {
-        let _ = self.0.send(frame);
-    }
-    fn related(&self, _: &str, frame: Value) {
-        let _ = self.0.send(frame);
-    }
-    fn unsolicited(&self, frame: Value) {
-        let _ = self.0.send(frame);
-    }
 }
 
 /// Merges the config file (if any) with the flags into a remote spec.

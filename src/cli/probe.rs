@@ -18,9 +18,9 @@ use super::connect::{self, ConnectArgs};
 use crate::tls::diagnose::{ErrorClass, Failure};
 use crate::tls::inspect::{self, CertInfo};
 use crate::tls::trust;
-use crate::upstream::Sink;
 use crate::upstream::connector::{Connector, Stream};
 use crate::upstream::remote::RemoteUpstream;
+use crate::upstream::{ChannelSink, Sink};
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -216,21 +216,6 @@ async fn probe_tls(connector: &Connector, uri: &Uri) -> (TlsReport, Option<Failu
     (report, failure)
 }
 
-/// A sink that hands every message to the probe.
-struct Collect(mpsc::UnboundedSender<Value>);
-
-impl Sink for Collect {
-    fn response(&self, frame: Value) {
-        let _ = self.0.send(frame);
-    }
-    fn related(&self, _: &str, frame: Value) {
-        let _ = self.0.send(frame);
-    }
-    fn unsolicited(&self, frame: Value) {
-        let _ = self.0.send(frame);
-    }
-}
-
 async fn probe_mcp(
     spec: &crate::config::RemoteSpec,
     connector: Connector,
@@ -251,7 +236,7 @@ async fn probe_mcp(
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let sink: Arc<dyn Sink> = Arc::new(Collect(tx));
+    let sink: Arc<dyn Sink> = Arc::new(ChannelSink(tx));
     let init = json!({"jsonrpc": "2.0", "id": "probe-1", "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "mcpgate-probe", "version": env!("CARGO_PKG_VERSION")}}});
     upstream.send(&sink, init);

@@ -450,7 +450,9 @@ impl Cert {
             for n in &san.value.general_names {
                 match n {
                     x509_parser::extensions::GeneralName::DNSName(d) => names.push(d.to_string()),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => names.push(ip_text(ip)),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                        names.push(super::inspect::ip_text(ip))
+                    }
                     _ => {}
                 }
             }
@@ -484,18 +486,6 @@ impl Cert {
             self_signed,
             ca_issuers,
         })
-    }
-}
-
-fn ip_text(bytes: &[u8]) -> String {
-    match bytes.len() {
-        4 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(bytes);
-            std::net::Ipv6Addr::from(a).to_string()
-        }
-        _ => format!("{bytes:?}"),
     }
 }
 

@@ -70,7 +70,8 @@ pub fn describe(der: &[u8]) -> Option<CertInfo> {
         ("1.3.101.112", _) => ("Ed25519".to_string(), 256),
         (other, _) => (other.to_string(), 0),
     };
-    let sig = match c.signature_algorithm.algorithm.to_id_string().as_str() {
+    let oid = c.signature_algorithm.algorithm.to_id_string();
+    let sig = match oid.as_str() {
         "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
         "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
         "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
@@ -80,18 +81,7 @@ pub fn describe(der: &[u8]) -> Option<CertInfo> {
         "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
         "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
         "1.3.101.112" => "ed25519",
-        other => {
-            return Some(finish(
-                &c,
-                der,
-                sans,
-                aki,
-                ski,
-                key_type,
-                key_bits,
-                other.to_string(),
-            ));
-        }
+        other => other,
     };
     Some(finish(
         &c,
@@ -146,7 +136,8 @@ fn finish(
     }
 }
 
-fn ip_text(bytes: &[u8]) -> String {
+/// An IP address SAN (4 or 16 bytes) as text.
+pub(crate) fn ip_text(bytes: &[u8]) -> String {
     match bytes.len() {
         4 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
         16 => {

@@ -157,23 +157,23 @@ pub fn build(spec: &TrustSpec, env: &Env<'_>) -> Result<TrustProfile, ConfigErro
         }
     }
     let roots = Arc::new(roots);
+    let check = if insecure {
+        Check::Anything
+    } else if !spec.pinned_sha256.is_empty() {
+        Check::Pinned(spec.pinned_sha256.clone())
+    } else {
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| {
+                ConfigError::new(
+                    format!("{key}.ca_cert"),
+                    format!("cannot use these CAs: {e}"),
+                )
+            })?;
+        Check::WebPki(webpki)
+    };
     let verifier = Arc::new(Verifier {
-        webpki: if insecure || !spec.pinned_sha256.is_empty() {
-            None
-        } else {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()
-                    .map_err(|e| {
-                        ConfigError::new(
-                            format!("{key}.ca_cert"),
-                            format!("cannot use these CAs: {e}"),
-                        )
-                    })?,
-            )
-        },
-        pins: spec.pinned_sha256.clone(),
-        insecure,
+        check,
         provider: provider.clone(),
     });
     let identity = match &spec.client_cert {
@@ -265,8 +265,8 @@ impl TrustProfile {
         Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>,
     ) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let verifier = Arc::new(Capture {
-            seen: seen.clone(),
+        let verifier = Arc::new(Verifier {
+            check: Check::Capture(seen.clone()),
             provider: self.provider.clone(),
         });
         let config = client_config(
@@ -375,11 +375,23 @@ pub fn hex_fingerprint(fp: &[u8; 32]) -> String {
         .join(":")
 }
 
+/// How a server certificate is judged.
+#[derive(Debug)]
+enum Check {
+    /// The CAs of the profile (rustls-webpki: chain, name, validity).
+    WebPki(Arc<WebPkiServerVerifier>),
+    /// Exactly these leaf fingerprints; anything else fails closed.
+    Pinned(Vec<[u8; 32]>),
+    /// Verification off (named insecure, and warned about on every connection).
+    Anything,
+    /// Accept anything, but record the chain: diagnosis only, never for traffic.
+    Capture(Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>),
+}
+
+/// The one server certificate verifier; handshake signatures are always checked.
 #[derive(Debug)]
 struct Verifier {
-    webpki: Option<Arc<WebPkiServerVerifier>>,
-    pins: Vec<[u8; 32]>,
-    insecure: bool,
+    check: Check,
     provider: Arc<CryptoProvider>,
 }
 
@@ -392,79 +404,27 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.insecure {
-            return Ok(ServerCertVerified::assertion());
-        }
-        if !self.pins.is_empty() {
-            let fp = sha256(end_entity.as_ref());
-            if self.pins.contains(&fp) {
-                return Ok(ServerCertVerified::assertion());
+        match &self.check {
+            Check::WebPki(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             }
-            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(PinMismatch { presented: fp })),
-            )));
+            Check::Pinned(pins) => {
+                let fp = sha256(end_entity.as_ref());
+                if pins.contains(&fp) {
+                    return Ok(ServerCertVerified::assertion());
+                }
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(PinMismatch { presented: fp })),
+                )))
+            }
+            Check::Anything => Ok(ServerCertVerified::assertion()),
+            Check::Capture(seen) => {
+                let mut chain = vec![end_entity.clone().into_owned()];
+                chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = chain;
+                Ok(ServerCertVerified::assertion())
+            }
         }
-        match &self.webpki {
-            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
-            None => Err(rustls::Error::General("no verifier configured".into())),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts anything and records the chain: diagnosis only.
-#[derive(Debug)]
-struct Capture {
-    seen: Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = chain;
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -21,3 +21,18 @@ pub trait Sink: Send + Sync + 'static {
     /// Anything else: notifications, server-to-client requests.
     fn unsolicited(&self, frame: Value);
 }
+
+/// A sink that hands every message, whatever its kind, to a channel (connect's stdout, probe).
+pub struct ChannelSink(pub tokio::sync::mpsc::UnboundedSender<Value>);
+
+impl Sink for ChannelSink {
+    fn response(&self, frame: Value) {
+        let _ = self.0.send(frame);
+    }
+    fn related(&self, _: &str, frame: Value) {
+        let _ = self.0.send(frame);
+    }
+    fn unsolicited(&self, frame: Value) {
+        let _ = self.0.send(frame);
+    }
+}

@@ -26,6 +26,102 @@ struct Demo {
     next_id: std::sync::atomic::AtomicU64,
 }
 
+/// Serves the demo tools over plain-HTTP Streamable HTTP at `/mcp` until killed: JSON answers
+/// only, no per-request state (the benchmark fixture: it must never be the bottleneck).
+pub async fn run_http(addr: std::net::SocketAddr, test_tools: bool) -> std::io::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Method, Response, StatusCode};
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "demo-server listening on http://{}/mcp",
+        listener.local_addr()?
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Progress and server requests have nowhere to go over JSON answers: dropped.
+    let (out, _) = mpsc::unbounded_channel();
+    let demo = Arc::new(Demo {
+        out,
+        test_tools,
+        waiting: Mutex::new(HashMap::new()),
+        cancelled: Mutex::new(HashMap::new()),
+        next_id: 1.into(),
+    });
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let demo = demo.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let demo = demo.clone();
+                    async move {
+                        let reply = |status: StatusCode, body: Option<Value>, session: bool| {
+                            let mut r = Response::new(Full::new(bytes::Bytes::from(
+                                body.map(|b| b.to_string()).unwrap_or_default(),
+                            )));
+                            *r.status_mut() = status;
+                            r.headers_mut().insert(
+                                "content-type",
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            if session {
+                                r.headers_mut().insert(
+                                    "mcp-session-id",
+                                    hyper::header::HeaderValue::from_static("demo-session"),
+                                );
+                            }
+                            r
+                        };
+                        if req.uri().path() != "/mcp" {
+                            return Ok::<_, std::convert::Infallible>(reply(
+                                StatusCode::NOT_FOUND,
+                                None,
+                                false,
+                            ));
+                        }
+                        match *req.method() {
+                            Method::POST => {}
+                            Method::DELETE => return Ok(reply(StatusCode::OK, None, false)),
+                            _ => return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, None, false)),
+                        }
+                        let body = match req.into_body().collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, None, false)),
+                        };
+                        let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+                            return Ok(reply(
+                                StatusCode::BAD_REQUEST,
+                                Some(jsonrpc::error(
+                                    Value::Null,
+                                    jsonrpc::code::PARSE_ERROR,
+                                    "parse error",
+                                )),
+                                false,
+                            ));
+                        };
+                        if jsonrpc::kind(&msg) != Kind::Request {
+                            return Ok(reply(StatusCode::ACCEPTED, None, false));
+                        }
+                        let init = jsonrpc::method(&msg) == Some("initialize");
+                        Ok(reply(StatusCode::OK, Some(demo.answer(msg).await), init))
+                    }
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+        });
+    }
+}
+
 /// Runs the demo server on stdin/stdout until stdin closes.
 pub async fn run(test_tools: bool) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
@@ -102,6 +198,12 @@ impl Demo {
     }
 
     async fn request(&self, msg: Value) {
+        let reply = self.answer(msg).await;
+        let _ = self.out.send(reply);
+    }
+
+    /// The response to one request.
+    async fn answer(&self, msg: Value) -> Value {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let params = msg.get("params").cloned().unwrap_or(json!({}));
         let result = match jsonrpc::method(&msg).unwrap_or("") {
@@ -113,11 +215,10 @@ impl Demo {
             "resources/list" => Ok(json!({"resources": []})),
             other => Err((-32601, format!("method not found: {other}"))),
         };
-        let reply = match result {
+        match result {
             Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
             Err((code, m)) => jsonrpc::error(id, code, m),
-        };
-        let _ = self.out.send(reply);
+        }
     }
 
     fn initialize(&self, params: &Value) -> Value {

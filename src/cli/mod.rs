@@ -33,6 +33,9 @@ pub enum Command {
         /// Also offer tools that exercise a gateway: crash, ask_client, notify.
         #[arg(long)]
         test_tools: bool,
+        /// Serve Streamable HTTP (plain, JSON answers) on this address instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
 }
 
@@ -61,7 +64,16 @@ pub fn run() -> i32 {
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(*args).await,
             Command::Cert(args) => cert::run(args),
-            Command::DemoServer { test_tools } => crate::demo::run(test_tools)
+            Command::DemoServer {
+                test_tools,
+                http: None,
+            } => crate::demo::run(test_tools)
+                .await
+                .map_err(anyhow::Error::from),
+            Command::DemoServer {
+                test_tools,
+                http: Some(addr),
+            } => crate::demo::run_http(addr, test_tools)
                 .await
                 .map_err(anyhow::Error::from),
         }

@@ -117,3 +117,51 @@ async fn serve_fronts_a_remote_server_over_mtls() {
     let ready = c.request("GET", "/readyz", None, &[]).await.unwrap();
     assert_eq!(ready.status, 503, "{}", ready.body);
 }
+
+#[tokio::test]
+async fn serve_fronts_the_plain_http_fixture_and_probe_reads_it() {
+    use std::io::BufRead;
+    let mut fixture = std::process::Command::new(mcpgate_bin())
+        .args(["demo-server", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(fixture.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("demo-server listening on ")
+        .expect("fixture banner")
+        .to_string();
+
+    let pki = Pki::new();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  plain:\n    url: {url}\n",
+        pki.tls_block("")
+    ));
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
+    c.initialize().await;
+    for i in 0..20 {
+        let r = c.call_tool(10 + i, "add", json!({"a": i, "b": 1})).await;
+        assert_eq!(tool_text(&r.response()), (i + 1).to_string());
+    }
+    let big = c.call_tool(99, "large", json!({"bytes": 1_000_000})).await;
+    assert_eq!(tool_text(&big.response()).len(), 1_000_000);
+
+    let out = std::process::Command::new(mcpgate_bin())
+        .args(["probe", &url, "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["tls"], serde_json::Value::Null);
+    assert_eq!(report["http"]["server_name"], "mcpgate-demo");
+    let _ = fixture.kill();
+    let _ = fixture.wait();
+}

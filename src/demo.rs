@@ -21,6 +21,8 @@ const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-2
 struct Demo {
     out: mpsc::UnboundedSender<Value>,
     test_tools: bool,
+    /// The conformance suite's reference tools, prompts and resources (conformance.rs).
+    conformance: bool,
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     cancelled: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -28,7 +30,11 @@ struct Demo {
 
 /// Serves the demo tools over plain-HTTP Streamable HTTP at `/mcp` until killed: JSON answers
 /// only, no per-request state (the benchmark fixture: it must never be the bottleneck).
-pub async fn run_http(addr: std::net::SocketAddr, test_tools: bool) -> std::io::Result<()> {
+pub async fn run_http(
+    addr: std::net::SocketAddr,
+    test_tools: bool,
+    conformance: bool,
+) -> std::io::Result<()> {
     use http_body_util::{BodyExt, Full};
     use hyper::{Method, Response, StatusCode};
 
@@ -44,6 +50,7 @@ pub async fn run_http(addr: std::net::SocketAddr, test_tools: bool) -> std::io::
     let demo = Arc::new(Demo {
         out,
         test_tools,
+        conformance,
         waiting: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(HashMap::new()),
         next_id: 1.into(),
@@ -123,7 +130,7 @@ pub async fn run_http(addr: std::net::SocketAddr, test_tools: bool) -> std::io::
 }
 
 /// Runs the demo server on stdin/stdout until stdin closes.
-pub async fn run(test_tools: bool) -> std::io::Result<()> {
+pub async fn run(test_tools: bool, conformance: bool) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -138,6 +145,7 @@ pub async fn run(test_tools: bool) -> std::io::Result<()> {
     let demo = Arc::new(Demo {
         out: tx,
         test_tools,
+        conformance,
         waiting: Mutex::new(HashMap::new()),
         cancelled: Mutex::new(HashMap::new()),
         next_id: 1.into(),

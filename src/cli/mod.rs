@@ -33,6 +33,9 @@ pub enum Command {
         /// Also offer tools that exercise a gateway: crash, ask_client, notify.
         #[arg(long)]
         test_tools: bool,
+        /// Also offer what the official conformance suite's server scenarios expect.
+        #[arg(long)]
+        conformance: bool,
         /// Serve Streamable HTTP (plain, JSON answers) on this address instead of stdio.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
@@ -66,14 +69,16 @@ pub fn run() -> i32 {
             Command::Cert(args) => cert::run(args),
             Command::DemoServer {
                 test_tools,
+                conformance,
                 http: None,
-            } => crate::demo::run(test_tools)
+            } => crate::demo::run(test_tools, conformance)
                 .await
                 .map_err(anyhow::Error::from),
             Command::DemoServer {
                 test_tools,
+                conformance,
                 http: Some(addr),
-            } => crate::demo::run_http(addr, test_tools)
+            } => crate::demo::run_http(addr, test_tools, conformance)
                 .await
                 .map_err(anyhow::Error::from),
         }

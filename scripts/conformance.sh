@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite's server scenarios against mcpgate, twice:
+#   1. serve over HTTPS in front of the Rust fixture (`mcpgate demo-server --conformance`) on stdio;
+#   2. a front serve over HTTPS reaching, over HTTPS, a back serve in front of the same fixture.
+# Each run compares against a checked-in baseline of known failures (tests/conformance/*.yaml);
+# the suite fails on a new failure and on a baseline entry that now passes, so the baselines
+# can only shrink. Installs the suite and Node 22 from npm into .conformance/, idempotently.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SUITE_VERSION=0.1.16
+NODE_VERSION=22.23.3
+dir=.conformance
+stamp="$dir/.installed-$SUITE_VERSION-$NODE_VERSION"
+if [[ ! -f "$stamp" ]]; then
+    echo "conformance: installing @modelcontextprotocol/conformance@$SUITE_VERSION and node@$NODE_VERSION from npm" >&2
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" "@modelcontextprotocol/conformance@$SUITE_VERSION" "node@$NODE_VERSION" >&2
+    touch "$stamp"
+fi
+node="$dir/node_modules/.bin/node"
+suite="$dir/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+bin="${MCPGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/mcpgate}"
+[[ -x "$bin" ]] || { echo "conformance: $bin is missing: run cargo build" >&2; exit 1; }
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts `mcpgate serve --config $1`, waits for its banner, prints the URL.
+start_serve() {
+    local config="$1" out="$1.out"
+    MCPGATE_DATA_DIR="$work/data" "$bin" serve --config "$config" >"$out" 2>"$config.log" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        if grep -q "listening on" "$out" 2>/dev/null; then
+            grep -o 'listening on [^ ]*' "$out" | head -1 | cut -d' ' -f3
+            return
+        fi
+        sleep 0.1
+    done
+    echo "conformance: serve did not start:" >&2
+    cat "$config.log" >&2
+    exit 1
+}
+
+cat >"$work/direct.yaml" <<YAML
+server:
+  listen: 127.0.0.1:0
+mcp_servers:
+  fixture:
+    command: $bin
+    args: [demo-server, --conformance]
+YAML
+direct="$(start_serve "$work/direct.yaml")"
+export NODE_EXTRA_CA_CERTS="$work/data/ca.crt"
+
+cat >"$work/front.yaml" <<YAML
+server:
+  listen: 127.0.0.1:0
+mcp_servers:
+  back:
+    url: $direct/mcp
+    transport: http
+    tls:
+      ca_cert: $work/data/ca.crt
+YAML
+front="$(start_serve "$work/front.yaml")"
+
+status=0
+echo "== conformance: serve -> stdio fixture ($direct/mcp)"
+"$node" "$suite" server --url "$direct/mcp" --expected-failures tests/conformance/serve-baseline.yaml || status=1
+echo "== conformance: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"
+"$node" "$suite" server --url "$front/mcp" --expected-failures tests/conformance/gateway-baseline.yaml || status=1
+exit $status

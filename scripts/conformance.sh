@@ -72,7 +72,23 @@ mcp_servers:
 YAML
 front="$(start_serve "$work/front.yaml")"
 
+# The DNS-rebinding scenario is scoped to plain-HTTP localhost servers (over HTTPS the suite's
+# own client refuses the forged Host name): it runs, and must pass, against plain HTTP too.
+cat >"$work/plain.yaml" <<YAML
+server:
+  listen: 127.0.0.1:0
+tls:
+  enabled: false
+mcp_servers:
+  fixture:
+    command: $bin
+    args: [demo-server, --conformance]
+YAML
+plain="$(start_serve "$work/plain.yaml")"
+
 status=0
+echo "== conformance: dns-rebinding-protection against plain HTTP ($plain/mcp)"
+"$node" "$suite" server --url "$plain/mcp" --scenario dns-rebinding-protection || status=1
 echo "== conformance: serve -> stdio fixture ($direct/mcp)"
 "$node" "$suite" server --url "$direct/mcp" --expected-failures tests/conformance/serve-baseline.yaml || status=1
 echo "== conformance: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"

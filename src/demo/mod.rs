@@ -14,6 +14,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jsonrpc::{self, Kind};
+
+mod conformance;
 use crate::transport::ndjson;
 
 const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -214,7 +216,16 @@ impl Demo {
     async fn answer(&self, msg: Value) -> Value {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let params = msg.get("params").cloned().unwrap_or(json!({}));
-        let result = match jsonrpc::method(&msg).unwrap_or("") {
+        let method = jsonrpc::method(&msg).unwrap_or("");
+        if self.conformance {
+            if let Some(r) = conformance::method(method, &params) {
+                return match r {
+                    Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                    Err((code, m)) => jsonrpc::error(id, code, m),
+                };
+            }
+        }
+        let result = match method {
             "initialize" => Ok(self.initialize(&params)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({"tools": self.tools()})),
@@ -241,7 +252,7 @@ impl Demo {
         };
         json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": true}, "logging": {}},
+            "capabilities": if self.conformance { conformance::capabilities() } else { json!({"tools": {"listChanged": true}, "logging": {}}) },
             "serverInfo": {"name": "mcpgate-demo", "version": env!("CARGO_PKG_VERSION")},
             "instructions": "A demo server built into mcpgate."
         })
@@ -274,6 +285,9 @@ impl Demo {
                 &["bytes"],
             ),
         ];
+        if self.conformance {
+            tools.extend(conformance::tools());
+        }
         if self.test_tools {
             tools.push(tool(
                 "crash",
@@ -297,8 +311,38 @@ impl Demo {
         tools
     }
 
+    /// Sends a notification to the client.
+    fn notify(&self, method: &str, params: Value) {
+        let _ = self.out.send(jsonrpc::notification(method, params));
+    }
+
+    /// Sends a request to the client and waits for its answer (`None`: no answer in time).
+    async fn ask(&self, method: &str, params: Value, wait: Duration) -> Option<Value> {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rid = json!(format!("demo-{n}"));
+        let (tx, rx) = oneshot::channel();
+        Self::lock(&self.waiting).insert(jsonrpc::id_key(&rid), tx);
+        let _ = self
+            .out
+            .send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}));
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(answer)) => Some(answer),
+            _ => {
+                Self::lock(&self.waiting).remove(&jsonrpc::id_key(&rid));
+                None
+            }
+        }
+    }
+
     async fn call(&self, id: &Value, params: &Value) -> Result<Value, (i64, String)> {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+        if self.conformance {
+            if let Some(r) = conformance::call(self, name, params).await {
+                return r;
+            }
+        }
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
         let text =
             |t: String| Ok(json!({"content": [{"type": "text", "text": t}], "isError": false}));

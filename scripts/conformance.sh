@@ -93,4 +93,15 @@ echo "== conformance: serve -> stdio fixture ($direct/mcp)"
 "$node" "$suite" server --url "$direct/mcp" --expected-failures tests/conformance/serve-baseline.yaml || status=1
 echo "== conformance: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"
 "$node" "$suite" server --url "$front/mcp" --expected-failures tests/conformance/gateway-baseline.yaml || status=1
+# Client scenarios: the official Python SDK client reaches the suite's servers through
+# `mcpgate connect` (tests/conformance/client.py).
+scripts/python-env.sh
+client="$PWD/.venv/bin/python $PWD/tests/conformance/client.py"
+export MCPGATE_BIN="$bin"
+for scenario in initialize tools_call elicitation-sep1034-client-defaults sse-retry; do
+    echo "== conformance: client scenario $scenario through mcpgate connect"
+    "$node" "$suite" client --command "$client" --scenario "$scenario" || status=1
+done
+echo "== conformance: client auth suite through mcpgate connect (baseline: OAuth not built)"
+"$node" "$suite" client --command "$client" --suite auth --timeout 15000 --expected-failures tests/conformance/client-baseline.yaml || status=1
 exit $status

@@ -51,6 +51,8 @@ pub struct Event {
     pub event: Option<String>,
     pub data: String,
     pub id: Option<String>,
+    /// The reconnection delay the server asked for, in milliseconds.
+    pub retry: Option<u64>,
 }
 
 /// An incremental SSE parser: feed it bytes as they arrive, get whole events out.
@@ -78,7 +80,13 @@ impl Parser {
 
     fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) {
         if line.is_empty() {
-            if self.has_data || self.current.event.is_some() {
+            // An event with only an id or retry (a priming event) still counts: it moves the
+            // resume point.
+            if self.has_data
+                || self.current.event.is_some()
+                || self.current.id.is_some()
+                || self.current.retry.is_some()
+            {
                 out.push(std::mem::take(&mut self.current));
             }
             self.current = Event::default();
@@ -103,6 +111,7 @@ impl Parser {
                 self.has_data = true;
             }
             "id" => self.current.id = Some(value),
+            "retry" => self.current.retry = value.trim().parse().ok(),
             _ => {}
         }
     }
@@ -127,5 +136,8 @@ mod parser_tests {
         assert_eq!(out[0].data, "/message?x=1");
         assert_eq!(out[1].data, "a\nb");
         assert_eq!(out[1].id.as_deref(), Some("7"));
+        // A priming event: an id and a retry, no data, still moves the resume point.
+        p.feed(b"id: 8\nretry: 500\n\n", &mut out);
+        assert_eq!((out[2].id.as_deref(), out[2].retry), (Some("8"), Some(500)));
     }
 }

@@ -45,6 +45,14 @@ pub struct RemoteUpstream {
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+/// How an SSE body ended: an error, and where to resume (last event id, requested delay).
+#[derive(Default)]
+struct StreamEnd {
+    error: Option<String>,
+    last_id: Option<String>,
+    retry: Option<u64>,
+}
+
 /// The pooled HTTP client over a connector (keep-alive, HTTP/2 by ALPN).
 pub fn pooled_client(connector: &Connector) -> Client<Connector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
@@ -243,6 +251,47 @@ impl RemoteUpstream {
         }
     }
 
+    /// SEP-1699: a server may close a request's stream before answering, having sent event ids
+    /// (and a `retry`); the client waits that long and resumes with a GET carrying
+    /// `Last-Event-ID`. Tried a few times while the request is unanswered.
+    async fn resume(&self, sink: &Arc<dyn Sink>, key: &str, mut end: StreamEnd) {
+        for _ in 0..5 {
+            if !self.lock().awaiting.contains_key(key) {
+                return;
+            }
+            let Some(last) = end.last_id.clone() else {
+                return;
+            };
+            let wait = Duration::from_millis(end.retry.unwrap_or(1000).min(30_000));
+            let mut stop = self.shutdown.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let url = self.current_url();
+            let Ok(mut req) = self.request(Method::GET, &url, None, "text/event-stream") else {
+                return;
+            };
+            let Ok(id) = HeaderValue::from_str(&last) else {
+                return;
+            };
+            req.headers_mut().insert("last-event-id", id);
+            let resp = match tokio::time::timeout(self.spec.timeout, self.client.request(req)).await
+            {
+                Ok(Ok(r)) if r.status().is_success() => r,
+                _ => return,
+            };
+            let next = self
+                .read_events(resp.into_body(), sink, false, false, Some(key))
+                .await;
+            end = StreamEnd {
+                last_id: next.last_id.or(Some(last)),
+                retry: next.retry.or(end.retry),
+                error: next.error,
+            };
+        }
+    }
+
     /// Answers a request that will get no answer from the server, if it is still waiting.
     fn abandon(&self, sink: &Arc<dyn Sink>, key: &str, why: &str) {
         let awaited = self.lock().awaiting.remove(key);
@@ -341,12 +390,10 @@ impl RemoteUpstream {
         let timeout = self.spec.timeout;
         tokio::spawn(async move {
             if is_sse {
-                if let Some(e) = me
+                let end = me
                     .read_events(resp.into_body(), &sink, false, false, Some(&key))
-                    .await
-                {
-                    tracing::debug!(upstream = %me.name, "a response stream failed: {e}");
-                }
+                    .await;
+                me.resume(&sink, &key, end).await;
                 me.abandon(
                     &sink,
                     &key,
@@ -426,28 +473,38 @@ impl RemoteUpstream {
         legacy: bool,
         resumable: bool,
         related: Option<&str>,
-    ) -> Option<String> {
+    ) -> StreamEnd {
         let mut parser = sse::Parser::default();
         let mut events = Vec::new();
+        let mut end = StreamEnd::default();
         loop {
             let mut stop = self.shutdown.subscribe();
             let next = tokio::select! {
                 f = body.frame() => f,
-                _ = stop.wait_for(|s| *s) => return None,
+                _ = stop.wait_for(|s| *s) => return end,
             };
             let frame = match next {
                 Some(Ok(f)) => f,
-                Some(Err(e)) => return Some(e.to_string()),
-                None => return None,
+                Some(Err(e)) => {
+                    end.error = Some(e.to_string());
+                    return end;
+                }
+                None => return end,
             };
             let Some(data) = frame.data_ref() else {
                 continue;
             };
             parser.feed(data, &mut events);
             for ev in events.drain(..) {
-                // Only the GET stream is resumed, so only its event ids matter.
-                if let (true, Some(id)) = (resumable, &ev.id) {
-                    self.lock().last_event_id = Some(id.clone());
+                if let Some(id) = &ev.id {
+                    end.last_id = Some(id.clone());
+                    // The standalone GET stream keeps its resume point across reconnects.
+                    if resumable {
+                        self.lock().last_event_id = Some(id.clone());
+                    }
+                }
+                if ev.retry.is_some() {
+                    end.retry = ev.retry;
                 }
                 match ev.event.as_deref() {
                     Some("endpoint") if legacy => self.set_endpoint(&ev.data),
@@ -536,7 +593,8 @@ impl RemoteUpstream {
         tokio::spawn(async move {
             let why = me
                 .read_events(resp.into_body(), &sink, true, false, None)
-                .await;
+                .await
+                .error;
             let reason = format!(
                 "the SSE stream closed{}",
                 why.map(|w| format!(": {w}")).unwrap_or_default()

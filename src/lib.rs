@@ -25,3 +25,9 @@ pub mod server;
 pub mod tls;
 pub mod transport;
 pub mod upstream;
+
+/// Entry points for the fuzz targets (`fuzz/`), compiled only under cargo-fuzz.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use crate::server::fuzz_post_body as post_body;
+}

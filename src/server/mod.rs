@@ -26,6 +26,15 @@ use tokio::task::JoinSet;
 
 pub use body::Body;
 
+/// Fuzzing: what the MCP endpoint makes of a POST body (parse, then split and check).
+#[cfg(fuzzing)]
+pub fn fuzz_post_body(bytes: &[u8], batches_allowed: bool) -> Result<usize, u16> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| 400u16)?;
+    streamable::messages(value, batches_allowed)
+        .map(|m| m.len())
+        .map_err(|r| r.status().as_u16())
+}
+
 use crate::config::{Auth, Limits, ServerSettings};
 use crate::router::Gateway;
 use crate::tls::info::TlsFacts;

@@ -9,8 +9,16 @@ use crate::config::ConfigError;
 
 /// Loads every certificate of a PEM file (a leaf followed by its chain, or a CA bundle).
 pub fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bytes = read(key, path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+    certs_from_bytes(key, path, &read(key, path)?)
+}
+
+/// The certificates of PEM text read from `path` (named in errors).
+pub fn certs_from_bytes(
+    key: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| {
             ConfigError::new(key, format!("{}: not valid PEM: {e}", path.display()))
@@ -69,8 +77,16 @@ pub fn certs_file_or_dir(
 
 /// Loads a private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), PEM encoded.
 pub fn private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let bytes = read(key, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+    private_key_from_bytes(key, path, &read(key, path)?)
+}
+
+/// The private key of PEM text read from `path` (named in errors).
+pub fn private_key_from_bytes(
+    key: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| {
         ConfigError::new(key, format!("{}: no usable private key: {e}", path.display()))
             .hint("give an unencrypted PEM key: \"BEGIN PRIVATE KEY\" (PKCS#8), \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\"")
     })

@@ -93,6 +93,9 @@ echo "== conformance: serve -> stdio fixture ($direct/mcp)"
 "$node" "$suite" server --url "$direct/mcp" --expected-failures tests/conformance/serve-baseline.yaml || status=1
 echo "== conformance: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"
 "$node" "$suite" server --url "$front/mcp" --expected-failures tests/conformance/gateway-baseline.yaml || status=1
+# From the pending suite: JSON Schema 2020-12 keywords must pass through both hops unchanged.
+echo "== conformance: json-schema-2020-12 (pending suite) through both hops"
+"$node" "$suite" server --url "$front/mcp" --scenario json-schema-2020-12 || status=1
 # Client scenarios: the official Python SDK client reaches the suite's servers through
 # `mcpgate connect` (tests/conformance/client.py).
 scripts/python-env.sh

@@ -52,6 +52,12 @@ pub fn tools() -> Vec<Value> {
             "test_elicitation_sep1330_enums",
             "Elicitation with every enum variant.",
         ),
+        // Passed through verbatim: `$schema`, `$defs` and `additionalProperties` must survive the gateway.
+        json!({"name": "json_schema_2020_12_tool", "description": "Tool with JSON Schema 2020-12 features", "inputSchema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": false}}),
     ]
 }
 
@@ -61,6 +67,7 @@ pub async fn call(demo: &Demo, name: &str, params: &Value) -> Option<Outcome> {
     let token = params.pointer("/_meta/progressToken").cloned();
     Some(match name {
         "test_simple_text" => text("This is a simple text response for testing."),
+        "json_schema_2020_12_tool" => text(format!("JSON Schema 2020-12 tool called with: {args}")),
         "test_image_content" => {
             Ok(json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}))
         }

@@ -226,7 +226,15 @@ impl RemoteUpstream {
                 },
             );
         }
-        match self.send_one(&sink, &frame).await {
+        let mut outcome = self.send_one(&sink, &frame).await;
+        // A response or notification has no one to report a failure to (an answer to the
+        // server's own request lost here leaves the server waiting): one more try, which also
+        // covers a pooled connection the server had just closed.
+        if outcome.is_err() && id.is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            outcome = self.send_one(&sink, &frame).await;
+        }
+        match outcome {
             Ok(()) => {
                 if let Some(h) = &self.health {
                     h.set(HealthState::Running, None);

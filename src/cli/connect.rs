@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 use crate::config::{self, ConfigError, RemoteSpec, raw::RawConfig};
@@ -81,17 +81,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let connector = Connector::new("connect", Arc::new(profile), spec.timeout);
     let upstream = RemoteUpstream::start("connect", spec, connector).map_err(anyhow::Error::msg)?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
-    let writer = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
-        while let Some(m) = rx.recv().await {
-            let mut line = m.to_string().into_bytes();
-            line.push(b'\n');
-            if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
-                return;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(ndjson::write_lines(tokio::io::stdout(), rx));
     let sink: Arc<dyn Sink> = Arc::new(ChannelSink(tx.clone()));
     let mut reader = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();

@@ -125,7 +125,7 @@ pub async fn call(demo: &Demo, name: &str, params: &Value) -> Option<Outcome> {
                 .ask("sampling/createMessage", params, Duration::from_secs(60))
                 .await
             {
-                Some(a) if a.get("result").is_some() => {
+                Ok(a) if a.get("result").is_some() => {
                     let said = a
                         .pointer("/result/content/text")
                         .and_then(Value::as_str)
@@ -133,8 +133,8 @@ pub async fn call(demo: &Demo, name: &str, params: &Value) -> Option<Outcome> {
                         .to_string();
                     text(format!("LLM response: {said}"))
                 }
-                Some(a) => Err((-32603, format!("sampling failed: {}", a["error"]))),
-                None => Err((
+                Ok(a) => Err((-32603, format!("sampling failed: {}", a["error"]))),
+                Err(_) => Err((
                     -32603,
                     "the client did not answer the sampling request".into(),
                 )),
@@ -195,7 +195,7 @@ async fn elicit(demo: &Demo, params: Value, prefix: &str) -> Outcome {
         .ask("elicitation/create", params, Duration::from_secs(60))
         .await
     {
-        Some(a) if a.get("result").is_some() => {
+        Ok(a) if a.get("result").is_some() => {
             let action = a
                 .pointer("/result/action")
                 .and_then(Value::as_str)
@@ -207,8 +207,8 @@ async fn elicit(demo: &Demo, params: Value, prefix: &str) -> Outcome {
                 text(format!("{prefix}: action={action}, content={content}"))
             }
         }
-        Some(a) => Err((-32603, format!("elicitation failed: {}", a["error"]))),
-        None => Err((
+        Ok(a) => Err((-32603, format!("elicitation failed: {}", a["error"]))),
+        Err(_) => Err((
             -32603,
             "the client did not answer the elicitation request".into(),
         )),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jsonrpc::{self, Kind};
@@ -133,17 +133,8 @@ pub async fn run_http(
 
 /// Runs the demo server on stdin/stdout until stdin closes.
 pub async fn run(test_tools: bool, conformance: bool) -> std::io::Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
-    let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
-        while let Some(v) = rx.recv().await {
-            let mut line = v.to_string().into_bytes();
-            line.push(b'\n');
-            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
-                return;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    let writer = tokio::spawn(ndjson::write_lines(tokio::io::stdout(), rx));
     let demo = Arc::new(Demo {
         out: tx,
         test_tools,
@@ -316,8 +307,9 @@ impl Demo {
         let _ = self.out.send(jsonrpc::notification(method, params));
     }
 
-    /// Sends a request to the client and waits for its answer (`None`: no answer in time).
-    async fn ask(&self, method: &str, params: Value, wait: Duration) -> Option<Value> {
+    /// Sends a request to the client and waits for its answer; on no answer in time, the
+    /// request's id (so the caller can cancel it).
+    async fn ask(&self, method: &str, params: Value, wait: Duration) -> Result<Value, Value> {
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -328,10 +320,10 @@ impl Demo {
             .out
             .send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}));
         match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(answer)) => Some(answer),
+            Ok(Ok(answer)) => Ok(answer),
             _ => {
                 Self::lock(&self.waiting).remove(&jsonrpc::id_key(&rid));
-                None
+                Err(rid)
             }
         }
     }
@@ -413,29 +405,19 @@ impl Demo {
                     .unwrap_or("ping")
                     .to_string();
                 let p = args.get("params").cloned().unwrap_or(json!({}));
-                let n = self
-                    .next_id
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let rid = json!(format!("demo-{n}"));
-                let (tx, rx) = oneshot::channel();
-                Self::lock(&self.waiting).insert(jsonrpc::id_key(&rid), tx);
-                let _ = self
-                    .out
-                    .send(json!({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}));
                 // With cancel_after_ms, the server gives up on its own request and says so.
                 let wait = args
                     .get("cancel_after_ms")
                     .and_then(Value::as_u64)
                     .map(Duration::from_millis)
                     .unwrap_or(Duration::from_secs(30));
-                match tokio::time::timeout(wait, rx).await {
-                    Ok(Ok(answer)) => text(answer.to_string()),
-                    _ => {
-                        Self::lock(&self.waiting).remove(&jsonrpc::id_key(&rid));
-                        let _ = self.out.send(jsonrpc::notification(
+                match self.ask(&method, p, wait).await {
+                    Ok(answer) => text(answer.to_string()),
+                    Err(rid) => {
+                        self.notify(
                             "notifications/cancelled",
                             json!({"requestId": rid, "reason": "timed out"}),
-                        ));
+                        );
                         text("gave up waiting for the client".into())
                     }
                 }

@@ -48,6 +48,22 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Writes each message as one line to `out`, flushing each, until the channel closes or a
+/// write fails (stdio servers and `connect` speak this way on stdout).
+pub async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
+    mut out: W,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(v) = rx.recv().await {
+        let mut line = v.to_string().into_bytes();
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A line exceeded the limit and was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooLong;

@@ -82,15 +82,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 &crate::tls::trust::Env::process(),
             )?),
         }
-        if config.upstreams.len() > 1 && upstream.name.contains(crate::router::fanout::SEPARATOR) {
+        // `<server>__<tool>` must split back at the first `__`: no `__` in a name, and no `_` at
+        // its end (`a_` + `__` + `x` would read as `a` + `___x`).
+        let sep = crate::router::fanout::SEPARATOR;
+        if config.upstreams.len() > 1
+            && (upstream.name.contains(sep) || upstream.name.ends_with('_'))
+        {
             return Err(ConfigError::new(
                 format!("mcp_servers.{}", upstream.name),
-                format!(
-                    "contains {:?}, the separator between server and tool names",
-                    crate::router::fanout::SEPARATOR
-                ),
+                format!("contains {sep:?} or ends in '_', which breaks the separator between server and tool names"),
             )
-            .hint("rename the server without a double underscore")
+            .hint("rename the server without a double underscore or a trailing underscore")
             .into());
         }
     }

@@ -27,7 +27,12 @@ pub struct Fanout {
     downstream: Mutex<Weak<dyn Sink>>,
     state: Mutex<State>,
     next: AtomicU64,
+    me: Weak<Fanout>,
 }
+
+/// How long a gathered method (initialize, lists) waits for a slow member before answering
+/// with the others: one stuck server must not hold every client's `initialize`.
+const GATHER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 struct Member {
     name: String,
@@ -41,8 +46,8 @@ struct State {
     gathers: HashMap<u64, Gather>,
     /// Whether each member initialized (None: not yet, or never started).
     up: HashMap<usize, Result<(), String>>,
-    /// Progress token key -> the downstream request it reports on.
-    progress: HashMap<String, String>,
+    /// Progress token key -> (the member asked, the downstream request it reports on).
+    progress: HashMap<String, (usize, String)>,
     uri_owner: HashMap<String, usize>,
     /// Visible id key of a server request -> (member, the id it used).
     server_requests: HashMap<String, (usize, Value)>,
@@ -60,7 +65,14 @@ struct Gather {
     waiting: usize,
     items: HashMap<usize, Vec<Value>>,
     results: HashMap<usize, Result<Value, String>>,
+    /// Pages fetched per member: a server that never stops paging is cut off.
+    pages: HashMap<usize, u32>,
+    /// The cursor last asked of each member.
+    cursors: HashMap<usize, Value>,
 }
+
+/// The most pages of one list taken from one server.
+const MAX_PAGES: u32 = 100;
 
 /// Adapts one member's messages to the fan-out.
 struct MemberSink {
@@ -118,6 +130,7 @@ impl Fanout {
                 downstream: Mutex::new(Weak::<Nobody>::new()),
                 state: Mutex::new(state),
                 next: AtomicU64::new(1),
+                me: me.clone(),
             }
         })
     }
@@ -286,7 +299,7 @@ impl Fanout {
             let mut st = self.lock();
             if let Some(token) = frame.pointer("/params/_meta/progressToken") {
                 st.progress
-                    .insert(jsonrpc::id_key(token), jsonrpc::id_key(&original));
+                    .insert(jsonrpc::id_key(token), (member, jsonrpc::id_key(&original)));
             }
             st.ops.insert(
                 n,
@@ -347,10 +360,45 @@ impl Fanout {
                 waiting: members.len(),
                 items: HashMap::new(),
                 results: HashMap::new(),
+                pages: HashMap::new(),
+                cursors: HashMap::new(),
             },
         );
         for m in members {
             self.send_part(g, m, method, params.clone());
+        }
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(GATHER_DEADLINE).await;
+            if let Some(f) = me.upgrade() {
+                f.expire_gather(g);
+            }
+        });
+    }
+
+    /// Answers a gather with what came, counting members still silent as failed.
+    fn expire_gather(&self, gather: u64) {
+        let silent: Vec<usize> = {
+            let mut st = self.lock();
+            let Some(g) = st.gathers.get(&gather) else {
+                return;
+            };
+            let answered: Vec<usize> = g.results.keys().copied().collect();
+            let mut silent = Vec::new();
+            st.ops.retain(|_, op| match op {
+                Op::Part { gather: og, member } if *og == gather && !answered.contains(member) => {
+                    silent.push(*member);
+                    false
+                }
+                _ => true,
+            });
+            silent.sort_unstable();
+            silent.dedup();
+            silent
+        };
+        for m in silent {
+            let why = format!("did not answer within {}s", GATHER_DEADLINE.as_secs());
+            self.part_done(gather, m, Err(why));
         }
     }
 
@@ -377,6 +425,8 @@ impl Fanout {
                 hit.and_then(|n| st.ops.remove(&n).map(|op| (n, op)))
             };
             if let Some((n, Op::Forward { member, original })) = found {
+                let key = jsonrpc::id_key(&original);
+                self.lock().progress.retain(|_, (_, k)| *k != key);
                 frame["params"]["requestId"] = json!(n);
                 let _ = self.send_to(member, frame);
                 self.fail(
@@ -405,11 +455,17 @@ impl Fanout {
         let Some(n) = frame.get("id").and_then(Value::as_u64) else {
             return;
         };
-        let op = self.lock().ops.remove(&n);
+        // Only the member an op was sent to may answer it: one upstream cannot answer (or
+        // forge answers to) another's requests.
+        let op = {
+            let mut st = self.lock();
+            let owned = matches!(st.ops.get(&n), Some(Op::Forward { member: m, .. } | Op::Part { member: m, .. }) if *m == member);
+            if owned { st.ops.remove(&n) } else { None }
+        };
         match op {
             Some(Op::Forward { original, .. }) => {
                 let key = jsonrpc::id_key(&original);
-                self.lock().progress.retain(|_, k| *k != key);
+                self.lock().progress.retain(|_, (_, k)| *k != key);
                 frame["id"] = original;
                 self.answer(frame);
             }
@@ -444,8 +500,22 @@ impl Fanout {
                     .cloned()
                     .unwrap_or_default();
                 g.items.entry(member).or_default().extend(page);
-                if let Some(cursor) = result.get("nextCursor").filter(|c| !c.is_null()).cloned() {
+                let pages = g.pages.entry(member).or_default();
+                *pages += 1;
+                let more = *pages < MAX_PAGES;
+                if *pages == MAX_PAGES {
+                    tracing::warn!(upstream = %self.members[member].name, "{} still paging after {MAX_PAGES} pages; the rest is left out", g.method);
+                }
+                // A server that hands back the cursor it was given would loop: stop there.
+                let repeated = result.get("nextCursor").is_some()
+                    && result.get("nextCursor") == g.cursors.get(&member);
+                if let Some(cursor) = result
+                    .get("nextCursor")
+                    .filter(|c| !c.is_null() && more && !repeated)
+                    .cloned()
+                {
                     let mut params = g.params.clone();
+                    g.cursors.insert(member, cursor.clone());
                     params["cursor"] = cursor;
                     let method = g.method.clone();
                     drop(st);
@@ -589,17 +659,52 @@ impl Fanout {
                 .parse::<u64>()
                 .ok()
                 .and_then(|n| match self.lock().ops.get(&n) {
-                    Some(Op::Forward { original, .. }) => Some(jsonrpc::id_key(original)),
+                    Some(Op::Forward {
+                        original,
+                        member: m,
+                    }) if *m == member => Some(jsonrpc::id_key(original)),
                     _ => None,
                 });
-        match (original, self.downstream()) {
-            (Some(key), Some(d)) => d.related(&key, frame),
-            _ => self.on_member_unsolicited(member, frame),
+        let Some(d) = self.downstream() else { return };
+        let Some(frame) = self.rewrite_from_member(member, frame) else {
+            return;
+        };
+        match original {
+            Some(key) => d.related(&key, frame),
+            None => d.unsolicited(frame),
         }
     }
 
-    fn on_member_unsolicited(&self, member: usize, mut frame: Value) {
+    fn on_member_unsolicited(&self, member: usize, frame: Value) {
         let Some(d) = self.downstream() else { return };
+        let progress_key = match jsonrpc::method(&frame) {
+            Some("notifications/progress") => {
+                let token = frame
+                    .pointer("/params/progressToken")
+                    .map(jsonrpc::id_key)
+                    .unwrap_or_default();
+                // Only the member the request went to may report progress on it.
+                self.lock()
+                    .progress
+                    .get(&token)
+                    .filter(|(m, _)| *m == member)
+                    .map(|(_, k)| k.clone())
+            }
+            _ => None,
+        };
+        let Some(frame) = self.rewrite_from_member(member, frame) else {
+            return;
+        };
+        match progress_key {
+            Some(k) => d.related(&k, frame),
+            None => d.unsolicited(frame),
+        }
+    }
+
+    /// What a member's own request or cancellation looks like downstream: ids made unique
+    /// across members (`<server>/<id>`) and recorded, so the client's answer finds its way
+    /// back. Whatever arrives on a request's stream or on its own goes through here.
+    fn rewrite_from_member(&self, member: usize, mut frame: Value) -> Option<Value> {
         let server = &self.members[member].name;
         match jsonrpc::kind(&frame) {
             Kind::Request => {
@@ -609,35 +714,22 @@ impl Fanout {
                     .server_requests
                     .insert(jsonrpc::id_key(&visible), (member, id));
                 frame["id"] = visible;
-                d.unsolicited(frame);
+                Some(frame)
             }
-            Kind::Notification => match jsonrpc::method(&frame) {
-                Some("notifications/progress") => {
-                    let token = frame
-                        .pointer("/params/progressToken")
-                        .map(jsonrpc::id_key)
-                        .unwrap_or_default();
-                    let key = self.lock().progress.get(&token).cloned();
-                    match key {
-                        Some(k) => d.related(&k, frame),
-                        None => d.unsolicited(frame),
-                    }
-                }
-                Some("notifications/cancelled") => {
-                    let id = frame
-                        .pointer("/params/requestId")
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    let visible = json!(format!("{server}/{}", id_text(&id)));
-                    self.lock()
-                        .server_requests
-                        .remove(&jsonrpc::id_key(&visible));
-                    frame["params"]["requestId"] = visible;
-                    d.unsolicited(frame);
-                }
-                _ => d.unsolicited(frame),
-            },
-            _ => {}
+            Kind::Notification if jsonrpc::method(&frame) == Some("notifications/cancelled") => {
+                let id = frame
+                    .pointer("/params/requestId")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let visible = json!(format!("{server}/{}", id_text(&id)));
+                self.lock()
+                    .server_requests
+                    .remove(&jsonrpc::id_key(&visible));
+                frame["params"]["requestId"] = visible;
+                Some(frame)
+            }
+            Kind::Notification => Some(frame),
+            _ => None,
         }
     }
 }

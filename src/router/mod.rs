@@ -274,16 +274,18 @@ fn spawn_health_check(name: &str, url: &str, connector: Connector, health: Arc<H
     drop(health);
     tokio::spawn(async move {
         loop {
-            let outcome = connector.connect(uri.clone()).await;
+            // recheck reads after the handshake, so a TLS 1.3 refusal of our client certificate
+            // (which arrives only then) counts as the failure it is.
+            let outcome = connector.recheck(&uri).await;
             let Some(health) = weak.upgrade() else { return };
             match outcome {
-                Ok(_) => {
+                None => {
                     if health.state() == crate::upstream::health::State::Failed {
                         tracing::info!(upstream = %name, "reachable again");
                     }
                     health.set(crate::upstream::health::State::Running, None);
                 }
-                Err(f) => {
+                Some(f) => {
                     if health.state() != crate::upstream::health::State::Failed {
                         tracing::warn!("health check: {f}");
                     }

@@ -145,6 +145,33 @@ async fn many_upstreams_behind_one_endpoint() {
         reply.body
     );
 
+    // The same from the remote member: its request arrives on the call's response stream and
+    // must still get a gateway-wide id, and the answer must reach it.
+    let mut asker = client.connect(gate.addr).await.unwrap();
+    asker.session = c.session.clone();
+    let call = tokio::spawn(async move {
+        asker
+            .call_tool(9, "remote__ask_client", json!({"method": "roots/list"}))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = side.post(&json!({"jsonrpc":"2.0","id":"remote/demo-1","result":{"roots":[{"uri":"file:///remote"}]}})).await;
+    assert_eq!(r.status, 202);
+    let reply = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the remote's request is answered, not left hanging")
+        .unwrap();
+    assert!(
+        reply.messages().iter().any(|m| m["id"] == "remote/demo-1"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        tool_text(&reply.response()).contains("file:///remote"),
+        "{}",
+        reply.body
+    );
+
     // Each upstream alone, unprefixed.
     let mut alone = client.connect(gate.addr).await.unwrap();
     let r = alone

@@ -435,6 +435,11 @@ impl Conn {
                 body.map(|v| v.to_string()).unwrap_or_default(),
             )))
             .unwrap();
+        self.exchange(req).await
+    }
+
+    /// Sends a request and reads its whole answer.
+    async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
         self.send.ready().await.map_err(|e| e.to_string())?;
         let resp = self
             .send
@@ -473,25 +478,7 @@ impl Conn {
             b = b.header("mcp-session-id", s);
         }
         let req = b.body(Full::new(Bytes::from(body))).unwrap();
-        self.send.ready().await.map_err(|e| e.to_string())?;
-        let resp = self
-            .send
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        self.exchange(req).await
     }
 
     pub async fn post(&mut self, body: &Value) -> Reply {

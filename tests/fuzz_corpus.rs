@@ -20,10 +20,10 @@ fn inputs(target: &str) -> Vec<Vec<u8>> {
 #[test]
 fn config_corpus_loads_or_errors() {
     for data in inputs("config") {
-        if let Ok(text) = std::str::from_utf8(&data) {
-            if let Ok(raw) = mcpgate::config::parse_raw(text) {
-                let _ = mcpgate::config::resolve(raw, None);
-            }
+        if let Ok(text) = std::str::from_utf8(&data)
+            && let Ok(raw) = mcpgate::config::parse_raw(text)
+        {
+            let _ = mcpgate::config::resolve(raw, None);
         }
     }
 }

@@ -208,13 +208,13 @@ impl Demo {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
         let params = msg.get("params").cloned().unwrap_or(json!({}));
         let method = jsonrpc::method(&msg).unwrap_or("");
-        if self.conformance {
-            if let Some(r) = conformance::method(method, &params) {
-                return match r {
-                    Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-                    Err((code, m)) => jsonrpc::error(id, code, m),
-                };
-            }
+        if self.conformance
+            && let Some(r) = conformance::method(method, &params)
+        {
+            return match r {
+                Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                Err((code, m)) => jsonrpc::error(id, code, m),
+            };
         }
         let result = match method {
             "initialize" => Ok(self.initialize(&params)),
@@ -330,10 +330,10 @@ impl Demo {
 
     async fn call(&self, id: &Value, params: &Value) -> Result<Value, (i64, String)> {
         let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-        if self.conformance {
-            if let Some(r) = conformance::call(self, name, params).await {
-                return r;
-            }
+        if self.conformance
+            && let Some(r) = conformance::call(self, name, params).await
+        {
+            return r;
         }
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
         let text =

@@ -492,35 +492,35 @@ impl Fanout {
             return;
         };
         // A list page with a cursor: ask for the next page, keep what came.
-        if let Ok(result) = &outcome {
-            if let Some(list_key) = list_key(&g.method) {
-                let page = result
-                    .get(list_key)
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                g.items.entry(member).or_default().extend(page);
-                let pages = g.pages.entry(member).or_default();
-                *pages += 1;
-                let more = *pages < MAX_PAGES;
-                if *pages == MAX_PAGES {
-                    tracing::warn!(upstream = %self.members[member].name, "{} still paging after {MAX_PAGES} pages; the rest is left out", g.method);
-                }
-                // A server that hands back the cursor it was given would loop: stop there.
-                let repeated = result.get("nextCursor").is_some()
-                    && result.get("nextCursor") == g.cursors.get(&member);
-                if let Some(cursor) = result
-                    .get("nextCursor")
-                    .filter(|c| !c.is_null() && more && !repeated)
-                    .cloned()
-                {
-                    let mut params = g.params.clone();
-                    g.cursors.insert(member, cursor.clone());
-                    params["cursor"] = cursor;
-                    let method = g.method.clone();
-                    drop(st);
-                    return self.send_part(gather, member, &method, params);
-                }
+        if let Ok(result) = &outcome
+            && let Some(list_key) = list_key(&g.method)
+        {
+            let page = result
+                .get(list_key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            g.items.entry(member).or_default().extend(page);
+            let pages = g.pages.entry(member).or_default();
+            *pages += 1;
+            let more = *pages < MAX_PAGES;
+            if *pages == MAX_PAGES {
+                tracing::warn!(upstream = %self.members[member].name, "{} still paging after {MAX_PAGES} pages; the rest is left out", g.method);
+            }
+            // A server that hands back the cursor it was given would loop: stop there.
+            let repeated = result.get("nextCursor").is_some()
+                && result.get("nextCursor") == g.cursors.get(&member);
+            if let Some(cursor) = result
+                .get("nextCursor")
+                .filter(|c| !c.is_null() && more && !repeated)
+                .cloned()
+            {
+                let mut params = g.params.clone();
+                g.cursors.insert(member, cursor.clone());
+                params["cursor"] = cursor;
+                let method = g.method.clone();
+                drop(st);
+                return self.send_part(gather, member, &method, params);
             }
         }
         g.results.insert(member, outcome);

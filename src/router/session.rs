@@ -292,12 +292,11 @@ impl Sink for Session {
             }
             out.stream = None;
         }
-        if let Some(key) = out.order.last() {
-            if let Some(tx) = out.waiters.get(key) {
-                if tx.try_send(frame.clone()).is_ok() {
-                    return;
-                }
-            }
+        if let Some(key) = out.order.last()
+            && let Some(tx) = out.waiters.get(key)
+            && tx.try_send(frame.clone()).is_ok()
+        {
+            return;
         }
         if out.backlog.len() >= BACKLOG {
             out.backlog.pop_front();

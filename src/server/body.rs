@@ -89,10 +89,10 @@ impl SseBody {
 
     fn note_sent(&mut self, frame: &Value) {
         if let Some(awaiting) = &mut self.awaiting {
-            if jsonrpc::kind(frame) == jsonrpc::Kind::Response {
-                if let Some(id) = frame.get("id") {
-                    awaiting.remove(&jsonrpc::id_key(id));
-                }
+            if jsonrpc::kind(frame) == jsonrpc::Kind::Response
+                && let Some(id) = frame.get("id")
+            {
+                awaiting.remove(&jsonrpc::id_key(id));
             }
             if awaiting.is_empty() {
                 self.done = true;
@@ -152,26 +152,26 @@ impl SseBody {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if let Some(deadline) = &mut self.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                self.done = true;
-                let secs = self.timeout.as_secs_f64();
-                let mut out = Vec::new();
-                for (_, id) in self.awaiting.take().unwrap_or_default() {
-                    let e = jsonrpc::error(
-                        id,
-                        code::UPSTREAM_TIMEOUT,
-                        format!("upstream did not answer within {secs}s (server.request_timeout)"),
-                    );
-                    out.extend_from_slice(&sse::message(&e));
-                }
-                return Poll::Ready(Some(Bytes::from(out)));
+        if let Some(deadline) = &mut self.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            self.done = true;
+            let secs = self.timeout.as_secs_f64();
+            let mut out = Vec::new();
+            for (_, id) in self.awaiting.take().unwrap_or_default() {
+                let e = jsonrpc::error(
+                    id,
+                    code::UPSTREAM_TIMEOUT,
+                    format!("upstream did not answer within {secs}s (server.request_timeout)"),
+                );
+                out.extend_from_slice(&sse::message(&e));
             }
+            return Poll::Ready(Some(Bytes::from(out)));
         }
-        if let Some(k) = &mut self.keepalive {
-            if k.poll_tick(cx).is_ready() {
-                return Poll::Ready(Some(sse::keepalive()));
-            }
+        if let Some(k) = &mut self.keepalive
+            && k.poll_tick(cx).is_ready()
+        {
+            return Poll::Ready(Some(sse::keepalive()));
         }
         Poll::Pending
     }

@@ -360,10 +360,8 @@ async fn post(
         out.extend(missing.into_values().map(timed_out));
         reply::json(StatusCode::OK, &Value::Array(out))
     };
-    if created {
-        if let Ok(v) = HeaderValue::from_str(&session.id) {
-            response.headers_mut().insert(SESSION_HEADER, v);
-        }
+    if created && let Ok(v) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, v);
     }
     response
 }

@@ -181,12 +181,11 @@ pub fn find_rustls_error<'a>(
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                    return Some(r);
-                }
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(r);
         }
         cur = e.source();
     }
@@ -465,10 +464,9 @@ impl Cert {
                 for d in &aia.accessdescs {
                     if d.access_method
                         == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS
+                        && let x509_parser::extensions::GeneralName::URI(u) = &d.access_location
                     {
-                        if let x509_parser::extensions::GeneralName::URI(u) = &d.access_location {
-                            ca_issuers = Some(u.to_string());
-                        }
+                        ca_issuers = Some(u.to_string());
                     }
                 }
             }

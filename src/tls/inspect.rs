@@ -181,10 +181,10 @@ pub fn notes(chain: &[CertInfo], raw_issuer_links: &[bool]) -> Vec<String> {
             ));
         }
     }
-    if let Some(leaf) = chain.first() {
-        if leaf.sans.is_empty() {
-            out.push("the server's certificate has no Subject Alternative Names: clients ignore the common name and will reject it".into());
-        }
+    if let Some(leaf) = chain.first()
+        && leaf.sans.is_empty()
+    {
+        out.push("the server's certificate has no Subject Alternative Names: clients ignore the common name and will reject it".into());
     }
     if raw_issuer_links.iter().any(|linked| !linked) {
         out.push(

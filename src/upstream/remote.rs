@@ -861,10 +861,10 @@ impl RemoteUpstream {
         }
         // TLS 1.3 servers judge a client certificate after the handshake: the alert is often
         // lost behind a broken pipe. A fresh handshake that reads first surfaces it.
-        if url.scheme_str() == Some("https") {
-            if let Some(f) = self.connector.recheck(url).await {
-                return f;
-            }
+        if url.scheme_str() == Some("https")
+            && let Some(f) = self.connector.recheck(url).await
+        {
+            return f;
         }
         if url.scheme_str() == Some("http") && e.to_string().contains("parse") {
             return Failure::new(

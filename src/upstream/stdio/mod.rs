@@ -153,14 +153,12 @@ impl StdioHub {
     ) -> Result<(), SendError> {
         let mut st = self.lock();
         let is_init = jsonrpc::method(&frame) == Some("initialize");
-        if is_init {
-            if let Some(result) = st.init.as_ref().and_then(|i| i.result.clone()) {
-                // Shared child already initialized: answer from the cache.
-                drop(st);
-                let id = frame.get("id").cloned().unwrap_or(Value::Null);
-                from.response(json!({"jsonrpc": "2.0", "id": id, "result": result}));
-                return Ok(());
-            }
+        if is_init && let Some(result) = st.init.as_ref().and_then(|i| i.result.clone()) {
+            // Shared child already initialized: answer from the cache.
+            drop(st);
+            let id = frame.get("id").cloned().unwrap_or(Value::Null);
+            from.response(json!({"jsonrpc": "2.0", "id": id, "result": result}));
+            return Ok(());
         }
         let stdin = st.stdin.clone().ok_or_else(|| self.down_error(&st))?;
         let uid = self.next_id.fetch_add(1, Ordering::Relaxed);

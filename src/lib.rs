@@ -20,6 +20,7 @@ pub mod demo;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod registry;
 pub mod router;
 pub mod server;
 pub mod tls;

@@ -8,6 +8,8 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config, ConfigError, ListenerSecurity, UpstreamKind, raw::RawConfig};
+use crate::registry::secrets::SecretKey;
+use crate::registry::{Location, Registry};
 use crate::router::Gateway;
 use crate::server::{self, App};
 use crate::tls::{reload, server as tls_server};
@@ -62,8 +64,13 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = build_config(&args)?;
+    let mut config = build_config(&args)?;
     crate::logging::init(&config.logging.level, config.logging.json);
+    let registry = open_registry(&config).await?;
+    merge_registry(&mut config, &registry).await?;
+    if config.upstreams.is_empty() {
+        config.upstreams.push(demo_upstream(args.shared)?);
+    }
     let built = match &config.listener {
         ListenerSecurity::Tls(tls) => Some(tls_server::build(tls, &config.data_dir)?),
         ListenerSecurity::Plaintext => None,
@@ -106,12 +113,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if let Some(b) = &built {
-        if b.dev_ca.is_some() && !config.server.listen.ip().is_loopback() {
-            tracing::warn!(
-                "serving a development certificate on a non-loopback address; set tls.cert_file and tls.key_file for production"
-            );
-        }
+    if let Some(b) = &built
+        && b.dev_ca.is_some()
+        && !config.server.listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            "serving a development certificate on a non-loopback address; set tls.cert_file and tls.key_file for production"
+        );
     }
     let client_certs = matches!(&config.listener, ListenerSecurity::Tls(t) if matches!(t.client_auth, config::ClientAuth::Require | config::ClientAuth::Verify));
     if !config.server.listen.ip().is_loopback()
@@ -202,13 +210,13 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
         Some(path) => config::read_raw(path)?,
         None => RawConfig::default(),
     };
-    if let Some(mode) = &raw.mode {
-        if mode != "server" {
-            return Err(
-                ConfigError::new("mode", format!("is {mode:?}, but this is serve"))
-                    .hint("use mode: server, or run mcpgate connect for a client config"),
-            );
-        }
+    if let Some(mode) = &raw.mode
+        && mode != "server"
+    {
+        return Err(
+            ConfigError::new("mode", format!("is {mode:?}, but this is serve"))
+                .hint("use mode: server, or run mcpgate connect for a client config"),
+        );
     }
     if let Some(l) = &args.listen {
         raw.server.listen = Some(l.clone());
@@ -261,21 +269,8 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
         config
             .upstreams
             .extend(config::stdio_from_cli(args.command.clone(), args.shared));
-    } else if config.upstreams.is_empty() {
-        let exe = std::env::current_exe().map_err(|e| {
-            ConfigError::new(
-                "",
-                format!("cannot find mcpgate's own executable for the demo server: {e}"),
-            )
-        })?;
-        let mut demo = config::stdio_from_cli(
-            vec![exe.display().to_string(), "demo-server".into()],
-            args.shared,
-        )
-        .ok_or_else(|| ConfigError::new("", "no upstream"))?;
-        demo.name = "demo".into();
-        config.upstreams.push(demo);
-    } else if args.shared {
+    }
+    if args.shared {
         for u in &mut config.upstreams {
             if let UpstreamKind::Stdio(s) = &mut u.kind {
                 s.session_mode = config::SessionMode::Shared;
@@ -283,6 +278,78 @@ fn build_config(args: &ServeArgs) -> Result<Config, ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// The built-in demo server, served when nothing else is configured or registered.
+fn demo_upstream(shared: bool) -> Result<config::UpstreamSpec, ConfigError> {
+    let exe = std::env::current_exe().map_err(|e| {
+        ConfigError::new(
+            "",
+            format!("cannot find mcpgate's own executable for the demo server: {e}"),
+        )
+    })?;
+    let mut demo = config::stdio_from_cli(
+        vec![exe.display().to_string(), "demo-server".into()],
+        shared,
+    )
+    .ok_or_else(|| ConfigError::new("", "no upstream"))?;
+    demo.name = "demo".into();
+    Ok(demo)
+}
+
+/// The registry of `database.url`, or the SQLite file in the data directory.
+async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+    let location = Location::from_config(config.database_url.as_deref(), &config.data_dir)
+        .map_err(|e| ConfigError::new("database.url", e))?;
+    let key = SecretKey::load(&config.data_dir).map_err(anyhow::Error::msg)?;
+    Ok(Registry::open(location, key).await?)
+}
+
+/// Adds the registry's active servers to the config's; a name in both is an error that says
+/// where each is defined. A row that cannot be opened is logged with its server's name and
+/// left out; the other servers are served.
+async fn merge_registry(config: &mut Config, registry: &Registry) -> anyhow::Result<()> {
+    let file = config
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "the command line".into());
+    for entry in registry.list().await? {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("{e}; that server is not served");
+                continue;
+            }
+        };
+        if entry.state != crate::registry::State::Active {
+            tracing::warn!(server = %entry.name, "registered but waiting for its certificate's approval (mcpgate servers trust); not served");
+            continue;
+        }
+        if config.upstreams.iter().any(|u| u.name == entry.name) {
+            return Err(ConfigError::new(
+                format!("mcp_servers.{}", entry.name),
+                format!(
+                    "is defined both in {file} and in the registry ({})",
+                    registry.location().describe()
+                ),
+            )
+            .hint(format!(
+                "keep one: remove it from the config file, or run `mcpgate servers remove {}`",
+                entry.name
+            ))
+            .into());
+        }
+        match config::registry_upstream(&entry.name, &entry.spec) {
+            Ok(spec) => config.upstreams.push(spec),
+            Err(e) => tracing::error!(
+                "registry server {:?} ({}): {e}; that server is not served",
+                entry.name,
+                registry.location().describe()
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Fails early, with the name of the server, when its command cannot be found.

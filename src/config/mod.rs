@@ -17,8 +17,8 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use resolve::{
-    default_data_dir, name_from_command, parse_duration, parse_fingerprint, parse_listen, resolve,
-    stdio_from_cli,
+    default_data_dir, name_from_command, parse_duration, parse_fingerprint, parse_listen,
+    registry_upstream, resolve, stdio_from_cli,
 };
 
 /// A complete, validated configuration.
@@ -34,6 +34,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// `database.url`: the registry's PostgreSQL (or SQLite) URL; None: SQLite in `data_dir`.
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -28,6 +28,15 @@ pub struct RawConfig {
     pub logging: RawLogging,
     pub data_dir: Option<String>,
     pub metrics: Option<RawMetrics>,
+    pub database: Option<RawDatabase>,
+}
+
+/// Where the upstream registry lives: `sqlite:PATH` or `postgres://...` (default: a SQLite
+/// file in the data directory).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: String,
 }
 
 /// Prometheus metrics on a listener of their own.

@@ -14,11 +14,12 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
     let base = file.and_then(Path::parent).map(Path::to_path_buf);
     let paths = Paths { base };
-    if let Some(mode) = &raw.mode {
-        if mode != "server" && mode != "client" {
-            return Err(ConfigError::new("mode", format!("{mode:?} is not a mode"))
-                .hint("use mode: server (for serve) or mode: client (for connect)"));
-        }
+    if let Some(mode) = &raw.mode
+        && mode != "server"
+        && mode != "client"
+    {
+        return Err(ConfigError::new("mode", format!("{mode:?} is not a mode"))
+            .hint("use mode: server (for serve) or mode: client (for connect)"));
     }
     let server = resolve_server(&raw.server)?;
     let client_mode = raw.mode.as_deref() == Some("client") || raw.client.is_some();
@@ -88,7 +89,19 @@ pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigErro
         })?),
         None => None,
     };
+    let database_url = match &raw.database {
+        Some(d) => {
+            crate::registry::Location::from_config(Some(&d.url), &data_dir).map_err(|e| {
+                ConfigError::new("database.url", e).hint(
+                    "write postgres://user:password@host:5432/db, or sqlite:/path/registry.db",
+                )
+            })?;
+            Some(d.url.clone())
+        }
+        None => None,
+    };
     Ok(Config {
+        database_url,
         metrics_listen,
         file: file.map(Path::to_path_buf),
         server,
@@ -354,6 +367,26 @@ fn resolve_auth(raw: &super::raw::RawAuth) -> Result<Auth, ConfigError> {
     Ok(Auth {
         bearer_tokens: tokens.into_iter().map(|(_, t)| t).collect(),
     })
+}
+
+/// A registry server's definition (the keys of a `mcp_servers` entry, as JSON) resolved
+/// like one from the config file; relative paths are relative to the working directory.
+pub fn registry_upstream(
+    name: &str,
+    spec: &serde_json::Value,
+) -> Result<UpstreamSpec, ConfigError> {
+    check_name(name)?;
+    let raw: RawUpstream = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            format!("mcp_servers.{name}")
+        } else {
+            format!("mcp_servers.{name}.{path}")
+        };
+        ConfigError::new(key, e.into_inner().to_string())
+            .hint("use the keys of a mcp_servers entry (see examples/)")
+    })?;
+    resolve_upstream(name, &raw, &Paths { base: None })
 }
 
 fn resolve_upstream(

@@ -14,6 +14,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod probe_command;
+mod registry;
 mod remote_upstream;
 mod streamable_http;
 mod tls_surface;

@@ -66,20 +66,16 @@ pub struct ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = build_config(&args)?;
     crate::logging::init(&config.logging.level, config.logging.json);
-    let registry = open_registry(&config).await?;
-    merge_registry(&mut config, &registry).await?;
-    if config.upstreams.is_empty() {
+    let registry = Arc::new(open_registry(&config).await?);
+    let revision = registry.revision().await?;
+    let registered = registry_upstreams(&config, &registry).await?;
+    if config.upstreams.is_empty() && registered.is_empty() && config.admin.is_none() {
         config.upstreams.push(demo_upstream(args.shared)?);
     }
     let built = match &config.listener {
         ListenerSecurity::Tls(tls) => Some(tls_server::build(tls, &config.data_dir)?),
         ListenerSecurity::Plaintext => None,
     };
-    if config.upstreams.is_empty() {
-        return Err(ConfigError::new("mcp_servers", "is empty")
-            .hint("give a stdio server after --, or in mcp_servers")
-            .into());
-    }
     for upstream in &config.upstreams {
         match &upstream.kind {
             UpstreamKind::Stdio(spec) => check_command(&upstream.name, &spec.command)?,
@@ -103,7 +99,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let names: Vec<String> = config
+        .upstreams
+        .iter()
+        .chain(registered.iter().map(|(u, _)| u))
+        .map(|u| u.name.clone())
+        .collect();
     if args.check_config {
         println!(
             "config OK: listen {}, {}, upstreams {}",
@@ -151,6 +152,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = Gateway::new(&config.upstreams, &config.server.limits)
         .await
         .map_err(anyhow::Error::msg)?;
+    gateway.apply_registry(registered).await;
     let app = App::new(
         gateway,
         &config.server,
@@ -183,6 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         crate::tls::expiry::spawn(files);
     }
+    spawn_registry_watch(registry.clone(), app.clone(), revision);
     print_banner(&config, addr, built.as_ref());
     if let Some(m) = metrics_addr {
         println!("  metrics:         http://{m}/metrics");
@@ -305,15 +308,19 @@ async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     Ok(Registry::open(location, key).await?)
 }
 
-/// Adds the registry's active servers to the config's; a name in both is an error that says
-/// where each is defined. A row that cannot be opened is logged with its server's name and
-/// left out; the other servers are served.
-async fn merge_registry(config: &mut Config, registry: &Registry) -> anyhow::Result<()> {
+/// The registry's active servers, with their row versions. A name also in the config is an
+/// error that says where each is defined; a row that cannot be opened or used is logged with
+/// its server's name and left out, and the other servers are served.
+async fn registry_upstreams(
+    config: &Config,
+    registry: &Registry,
+) -> anyhow::Result<Vec<(config::UpstreamSpec, i64)>> {
     let file = config
         .file
         .as_ref()
         .map(|f| f.display().to_string())
         .unwrap_or_else(|| "the command line".into());
+    let mut out = Vec::new();
     for entry in registry.list().await? {
         let entry = match entry {
             Ok(e) => e,
@@ -322,10 +329,6 @@ async fn merge_registry(config: &mut Config, registry: &Registry) -> anyhow::Res
                 continue;
             }
         };
-        if entry.state != crate::registry::State::Active {
-            tracing::warn!(server = %entry.name, "registered but waiting for its certificate's approval (mcpgate servers trust); not served");
-            continue;
-        }
         if config.upstreams.iter().any(|u| u.name == entry.name) {
             return Err(ConfigError::new(
                 format!("mcp_servers.{}", entry.name),
@@ -340,16 +343,84 @@ async fn merge_registry(config: &mut Config, registry: &Registry) -> anyhow::Res
             ))
             .into());
         }
-        match config::registry_upstream(&entry.name, &entry.spec) {
-            Ok(spec) => config.upstreams.push(spec),
-            Err(e) => tracing::error!(
+        if let Some(spec) = servable(registry, &entry) {
+            out.push((spec, entry.version));
+        }
+    }
+    Ok(out)
+}
+
+/// A registry entry as an upstream, if it is active and usable (else why not, logged).
+fn servable(registry: &Registry, entry: &crate::registry::Entry) -> Option<config::UpstreamSpec> {
+    if entry.state != crate::registry::State::Active {
+        tracing::warn!(server = %entry.name, "registered but waiting for its certificate's approval (mcpgate servers trust); not served");
+        return None;
+    }
+    match config::registry_upstream(&entry.name, &entry.spec) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            tracing::error!(
                 "registry server {:?} ({}): {e}; that server is not served",
                 entry.name,
                 registry.location().describe()
-            ),
+            );
+            None
         }
     }
-    Ok(())
+}
+
+/// How often the registry's revision is read: changes reach every replica within a second.
+const REGISTRY_POLL: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Applies registry changes (from this process's admin API or another replica's) live.
+fn spawn_registry_watch(registry: Arc<Registry>, app: Arc<App>, mut seen: i64) {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(REGISTRY_POLL).await;
+            let revision = match registry.revision().await {
+                Ok(r) => r,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("registry unreachable; serving what was loaded: {e}");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            if failing {
+                tracing::info!("registry reachable again");
+                failing = false;
+            }
+            if revision == seen {
+                continue;
+            }
+            let Ok(entries) = registry.list().await else {
+                continue;
+            };
+            let config_names: Vec<String> = app
+                .gateway
+                .origins()
+                .into_iter()
+                .filter(|(_, o)| *o == crate::router::Origin::Config)
+                .map(|(n, _)| n)
+                .collect();
+            let mut wanted = Vec::new();
+            for entry in entries {
+                match entry {
+                    Ok(e) if !config_names.contains(&e.name) => {
+                        if let Some(spec) = servable(&registry, &e) {
+                            wanted.push((spec, e.version));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("{e}; that server is not served"),
+                }
+            }
+            app.gateway.apply_registry(wanted).await;
+            seen = revision;
+        }
+    });
 }
 
 /// Fails early, with the name of the server, when its command cannot be found.

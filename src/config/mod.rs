@@ -36,6 +36,15 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `database.url`: the registry's PostgreSQL (or SQLite) URL; None: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// The admin API, when `admin.listen` is set.
+    pub admin: Option<AdminSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens (plus `MCPGATE_ADMIN_TOKEN`, read by serve).
+    pub tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

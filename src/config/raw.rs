@@ -29,6 +29,16 @@ pub struct RawConfig {
     pub data_dir: Option<String>,
     pub metrics: Option<RawMetrics>,
     pub database: Option<RawDatabase>,
+    pub admin: Option<RawAdmin>,
+}
+
+/// The admin API's own listener (TLS with the listener's certificate, bearer tokens).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    #[serde(default)]
+    pub tokens: Vec<String>,
 }
 
 /// Where the upstream registry lives: `sqlite:PATH` or `postgres://...` (default: a SQLite

@@ -100,7 +100,17 @@ pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigErro
         }
         None => None,
     };
+    let admin = match &raw.admin {
+        Some(a) => Some(AdminSettings {
+            listen: parse_listen(&a.listen).map_err(|e| {
+                ConfigError::new("admin.listen", e.problem).hint("write it as 127.0.0.1:8444")
+            })?,
+            tokens: a.tokens.iter().filter(|t| !t.is_empty()).cloned().collect(),
+        }),
+        None => None,
+    };
     Ok(Config {
+        admin,
         database_url,
         metrics_listen,
         file: file.map(Path::to_path_buf),
@@ -376,7 +386,12 @@ pub fn registry_upstream(
     spec: &serde_json::Value,
 ) -> Result<UpstreamSpec, ConfigError> {
     check_name(name)?;
-    let raw: RawUpstream = serde_path_to_error::deserialize(spec).map_err(|e| {
+    // The pinned certificate stored beside the definition is for display, not a config key.
+    let mut spec = spec.clone();
+    if let Some(o) = spec.as_object_mut() {
+        o.remove("pinned_cert_pem");
+    }
+    let raw: RawUpstream = serde_path_to_error::deserialize(&spec).map_err(|e| {
         let path = e.path().to_string();
         let key = if path == "." {
             format!("mcp_servers.{name}")

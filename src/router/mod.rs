@@ -43,8 +43,10 @@ enum Source {
     },
     /// A remote server: a remote session per session, over one pooled client and trust profile.
     Remote(Box<RemoteSource>),
-    /// Every upstream at once, namespaced (the gateway's `/mcp`).
-    Aggregate(Vec<Arc<Router>>),
+    /// Every upstream at once, namespaced (the gateway's `/mcp`); one member alone is served
+    /// unprefixed. The list changes live (registry); each session keeps the members it
+    /// started with.
+    Aggregate(std::sync::RwLock<Vec<Arc<Router>>>),
 }
 
 struct RemoteSource {
@@ -65,7 +67,7 @@ impl Router {
     pub fn aggregate(members: Vec<Arc<Router>>, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             upstream_name: "gateway".into(),
-            source: Source::Aggregate(members),
+            source: Source::Aggregate(std::sync::RwLock::new(members)),
             health: Arc::new(Health::new("gateway")),
             sessions: Mutex::new(HashMap::new()),
             limits,
@@ -173,8 +175,17 @@ impl Router {
                 .map_err(CreateError::Upstream)?,
             ),
             Source::Aggregate(members) => {
+                let members = read(members).clone();
+                if let [one] = members.as_slice() {
+                    return Box::pin(one.link()).await;
+                }
+                if members.is_empty() {
+                    return Err(CreateError::Upstream(
+                        "no upstream server is configured or registered yet".into(),
+                    ));
+                }
                 let mut links = Vec::with_capacity(members.len());
-                for m in members {
+                for m in &members {
                     let link = Box::pin(m.link()).await.map_err(|e| match e {
                         CreateError::Upstream(why) => why,
                         CreateError::TooManySessions(n) => format!("too many sessions ({n})"),
@@ -247,7 +258,7 @@ impl Router {
     /// tools are left out, and /readyz lists each).
     pub fn ready(&self) -> bool {
         match &self.source {
-            Source::Aggregate(members) => members.iter().any(|m| m.ready()),
+            Source::Aggregate(members) => read(members).iter().any(|m| m.ready()),
             _ => self.health.ready(),
         }
     }
@@ -307,11 +318,31 @@ fn new_session_id() -> Option<String> {
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Every router of a serve process: `/mcp` (`main`: the one upstream, or the aggregate over
-/// all) and `/servers/<name>/mcp` (each upstream alone).
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a served upstream was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file or the command line: fixed for the process's life.
+    Config,
+    /// The registry, at this version of its row: replaced when the row changes.
+    Registry { version: i64 },
+}
+
+struct Member {
+    router: Arc<Router>,
+    origin: Origin,
+}
+
+/// Every router of a serve process: `/mcp` (`main`: the aggregate over all upstreams, the
+/// one upstream unprefixed when it is alone) and `/servers/<name>/mcp` (each alone). The set
+/// changes live as the registry does; new sessions see the change.
 pub struct Gateway {
     pub main: Arc<Router>,
-    pub servers: std::collections::BTreeMap<String, Arc<Router>>,
+    servers: std::sync::RwLock<std::collections::BTreeMap<String, Member>>,
+    limits: Limits,
 }
 
 impl Gateway {
@@ -320,28 +351,130 @@ impl Gateway {
         for u in upstreams {
             let r = Router::new(u, limits.clone()).await?;
             r.spawn_reaper();
-            servers.insert(u.name.clone(), r);
+            servers.insert(
+                u.name.clone(),
+                Member {
+                    router: r,
+                    origin: Origin::Config,
+                },
+            );
         }
-        let main = match servers.values().collect::<Vec<_>>().as_slice() {
-            [one] => (*one).clone(),
-            _ => {
-                let agg = Router::aggregate(servers.values().cloned().collect(), limits.clone());
-                agg.spawn_reaper();
-                agg
-            }
+        let main = Router::aggregate(Vec::new(), limits.clone());
+        main.spawn_reaper();
+        let gateway = Self {
+            main,
+            servers: std::sync::RwLock::new(servers),
+            limits: limits.clone(),
         };
-        Ok(Self { main, servers })
+        gateway.publish();
+        Ok(gateway)
+    }
+
+    /// The router of one upstream, for `/servers/<name>/mcp`.
+    pub fn server(&self, name: &str) -> Option<Arc<Router>> {
+        read(&self.servers).get(name).map(|m| m.router.clone())
+    }
+
+    /// Where each served upstream came from.
+    pub fn origins(&self) -> Vec<(String, Origin)> {
+        read(&self.servers)
+            .iter()
+            .map(|(n, m)| (n.clone(), m.origin))
+            .collect()
+    }
+
+    /// Makes the registry's servers exactly `wanted` (spec, row version): new and changed ones
+    /// start, removed ones stop; config servers are left alone (a registry name that clashes
+    /// with one is skipped and logged).
+    pub async fn apply_registry(&self, wanted: Vec<(UpstreamSpec, i64)>) {
+        let current = self.origins();
+        let mut changed = false;
+        for (name, origin) in &current {
+            let keep = match origin {
+                Origin::Config => true,
+                Origin::Registry { version } => {
+                    wanted.iter().any(|(s, v)| &s.name == name && v == version)
+                }
+            };
+            if !keep {
+                let gone = self
+                    .servers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                if let Some(m) = gone {
+                    m.router.close_all();
+                    tracing::info!(server = %name, "registry: server removed or changed; stopped");
+                    changed = true;
+                }
+            }
+        }
+        for (spec, version) in wanted {
+            let existing = read(&self.servers).get(&spec.name).map(|m| m.origin);
+            match existing {
+                Some(Origin::Registry { version: v }) if v == version => continue,
+                Some(Origin::Config) => {
+                    tracing::error!(server = %spec.name, "registry: the name is also in the config file; the registered one is not served (remove one of them)");
+                    continue;
+                }
+                _ => {}
+            }
+            match Router::new(&spec, self.limits.clone()).await {
+                Ok(r) => {
+                    r.spawn_reaper();
+                    self.servers
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            spec.name.clone(),
+                            Member {
+                                router: r,
+                                origin: Origin::Registry { version },
+                            },
+                        );
+                    tracing::info!(server = %spec.name, version, "registry: serving");
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(server = %spec.name, "registry: cannot start it: {e}")
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Hands the current member list to `/mcp`'s aggregate.
+    fn publish(&self) {
+        let members: Vec<Arc<Router>> = read(&self.servers)
+            .values()
+            .map(|m| m.router.clone())
+            .collect();
+        if let Source::Aggregate(list) = &self.main.source {
+            *list.write().unwrap_or_else(|p| p.into_inner()) = members;
+        }
     }
 
     pub fn close_all(&self) {
         self.main.close_all();
-        for r in self.servers.values() {
-            r.close_all();
+        for m in read(&self.servers).values() {
+            m.router.close_all();
         }
     }
 
     pub fn report(&self) -> Value {
-        let ups: Vec<Value> = self.servers.values().map(|r| r.report()).collect();
+        let ups: Vec<Value> = read(&self.servers)
+            .iter()
+            .map(|(_, m)| {
+                let mut r = m.router.report();
+                r["source"] = match m.origin {
+                    Origin::Config => "config".into(),
+                    Origin::Registry { .. } => "registry".into(),
+                };
+                r
+            })
+            .collect();
         json!({"ready": self.main.ready(), "upstreams": ups})
     }
 }

@@ -215,8 +215,8 @@ async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Re
     let (router, base, rest) = match path.strip_prefix("/servers/") {
         Some(tail) => {
             let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
-            match app.gateway.servers.get(name) {
-                Some(r) => (r.clone(), format!("/servers/{name}"), format!("/{rest}")),
+            match app.gateway.server(name) {
+                Some(r) => (r, format!("/servers/{name}"), format!("/{rest}")),
                 None => {
                     return reply::error(
                         StatusCode::NOT_FOUND,

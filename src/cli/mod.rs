@@ -4,6 +4,7 @@ pub mod cert;
 pub mod connect;
 pub mod probe;
 pub mod serve;
+pub mod servers;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ pub enum Command {
     Connect(Box<connect::ConnectArgs>),
     /// Diagnose an MCP endpoint: TLS chain, trust, name, validity, redirects, MCP handshake.
     Probe(Box<probe::ProbeArgs>),
+    /// Manage the registry of upstream servers through the admin API.
+    Servers(Box<servers::ServersArgs>),
     /// Make a development CA, server and client certificates, and trust bundles.
     Cert(cert::CertArgs),
     /// Run the built-in demo MCP server on stdio (echo, add, slow, large).
@@ -61,9 +64,16 @@ pub fn run() -> i32 {
             Err(e) => report(&e),
         };
     }
+    if let Command::Servers(args) = cli.command {
+        crate::logging::init("warn", false);
+        return match runtime.block_on(servers::run(*args)) {
+            Ok(code) => code,
+            Err(e) => report(&e),
+        };
+    }
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Probe(_) => Ok(()),
+            Command::Probe(_) | Command::Servers(_) => Ok(()),
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(*args).await,
             Command::Cert(args) => cert::run(args),

@@ -153,6 +153,60 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<i32> {
     Ok(report.exit_code)
 }
 
+/// The probe of one configured upstream with its own trust profile (the admin API's test):
+/// TLS (for https), then the MCP handshake and tools/list. Stdio servers are checked for a
+/// runnable command; they start per session.
+pub async fn check_upstream(upstream: &crate::config::UpstreamSpec) -> Value {
+    let spec = match &upstream.kind {
+        crate::config::UpstreamKind::Stdio(s) => {
+            let found = std::path::Path::new(&s.command).is_file()
+                || std::env::var_os("PATH").is_some_and(|p| {
+                    std::env::split_paths(&p).any(|d| d.join(&s.command).is_file())
+                });
+            return json!({"name": upstream.name, "ok": found, "transport": "stdio",
+                "message": if found { "the command exists; it starts with each session" } else { "the command is not found; give its full path" }});
+        }
+        crate::config::UpstreamKind::Remote(r) => r,
+    };
+    let profile = match trust::build(&spec.trust, &trust::Env::process()) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return json!({"name": upstream.name, "ok": false, "message": e.to_string()}),
+    };
+    let Ok(uri) = spec.url.parse::<Uri>() else {
+        return json!({"name": upstream.name, "ok": false, "message": "the URL does not parse"});
+    };
+    let connector = Connector::new(&upstream.name, profile.clone(), spec.timeout);
+    let mut report = Report {
+        schema: "mcpgate.probe/v1",
+        url: crate::tls::diagnose::redact_url(&spec.url),
+        trust_source: profile.source.to_string(),
+        ..Report::default()
+    };
+    let mut failure = None;
+    if uri.scheme_str() == Some("https") {
+        let (tls, f) = probe_tls(&connector, &uri).await;
+        report.notes = inspect::notes(&tls.chain, &tls_links(&tls));
+        report.tls = Some(tls);
+        failure = f;
+    }
+    if failure.is_none() {
+        let (http, f) = probe_mcp(spec, connector).await;
+        report.http = Some(http);
+        failure = f;
+    }
+    if let Some(f) = &failure {
+        report.verdict = Some(Verdict {
+            class: f.class.as_str(),
+            summary: f.summary.clone(),
+            cause: f.cause.clone(),
+            hint: f.hint.clone(),
+        });
+        report.exit_code = exit_code(f.class);
+    }
+    report.ok = failure.is_none();
+    serde_json::to_value(&report).unwrap_or(Value::Null)
+}
+
 fn tls_links(tls: &TlsReport) -> Vec<bool> {
     tls.chain
         .windows(2)

@@ -186,7 +186,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::tls::expiry::spawn(files);
     }
     spawn_registry_watch(registry.clone(), app.clone(), revision);
+    let admin_addr = match &config.admin {
+        Some(a) => Some(serve_admin(a, live.clone(), registry.clone(), app.clone()).await?),
+        None => None,
+    };
     print_banner(&config, addr, built.as_ref());
+    if let Some(a) = admin_addr {
+        let scheme = if live.is_some() { "https" } else { "http" };
+        println!(
+            "  admin API:       {scheme}://{a}/admin/servers (OpenAPI at /admin/openapi.json)"
+        );
+    }
     if let Some(m) = metrics_addr {
         println!("  metrics:         http://{m}/metrics");
     }
@@ -480,6 +490,52 @@ fn print_banner(
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+/// Starts the admin API on its own listener, with the listener's TLS; refuses to start it
+/// without a token (it can add upstreams that run commands).
+async fn serve_admin(
+    settings: &config::AdminSettings,
+    tls: Option<Arc<reload::LiveServerConfig>>,
+    registry: Arc<Registry>,
+    app: Arc<App>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let mut tokens = settings.tokens.clone();
+    if let Ok(t) = std::env::var("MCPGATE_ADMIN_TOKEN")
+        && !t.is_empty()
+    {
+        tokens.push(t);
+    }
+    if tokens.is_empty() {
+        return Err(ConfigError::new(
+            "admin.tokens",
+            "is empty: the admin API would be open to anyone who reaches it",
+        )
+        .hint("set admin.tokens: [\"${MCPGATE_ADMIN_TOKEN}\"] or export MCPGATE_ADMIN_TOKEN")
+        .into());
+    }
+    if tls.is_none() {
+        tracing::warn!(
+            "INSECURE: the admin API is served over plain HTTP (the listener has TLS off); its token travels in clear text"
+        );
+    }
+    let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (admin.listen); is another process using the port?",
+            settings.listen
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    crate::admin::spawn(
+        listener,
+        tls,
+        Arc::new(crate::admin::Admin {
+            registry,
+            app,
+            tokens,
+        }),
+    );
+    Ok(bound)
 }
 
 /// Serves `/metrics` (Prometheus text format) on its own listener.

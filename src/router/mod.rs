@@ -465,8 +465,8 @@ impl Gateway {
 
     pub fn report(&self) -> Value {
         let ups: Vec<Value> = read(&self.servers)
-            .iter()
-            .map(|(_, m)| {
+            .values()
+            .map(|m| {
                 let mut r = m.router.report();
                 r["source"] = match m.origin {
                     Origin::Config => "config".into(),

@@ -4,6 +4,7 @@
 mod support;
 
 mod abuse;
+mod admin;
 mod auth_and_origin;
 mod cert_command;
 mod client_auth_modes;

@@ -25,7 +25,7 @@ fn canary_spec(tag: &str) -> Value {
 }
 
 /// The PostgreSQL URL from scripts/pg-env.sh, which installs and starts the server if needed.
-fn postgres_url() -> String {
+pub fn postgres_url() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-env.sh");
     let out = Command::new("bash")
         .arg(&script)

@@ -771,8 +771,10 @@ async fn two_replicas_on_one_postgres_see_each_others_registrations() {
         if seen(&names) {
             break;
         }
+        // A liveness bound, generous for a loaded 2-core machine; the time it took is printed
+        // below (the registry is polled every 400 ms, so about half a second is typical).
         assert!(
-            added.elapsed() < Duration::from_secs(3),
+            added.elapsed() < Duration::from_secs(10),
             "replica b never served {name}: {names:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

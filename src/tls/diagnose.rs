@@ -331,7 +331,7 @@ fn classify_certificate(
                     ErrorClass::PinChanged,
                     at,
                     "the pinned certificate changed".to_string(),
-                    format!("if the server's new certificate is expected, pin it: set {key}.pinned_sha256: [\"{presented}\"] (for a registered server: mcpgate servers trust <name> --fingerprint {presented})"),
+                    format!("if the server's new certificate is expected, pin it: set {key}.pinned_sha256: [\"{presented}\"] (for a registered server: mcpgate servers trust {} --fingerprint {presented})", server_of_key(key)),
                 )
                 .cause(format!("pinned {}, presented {presented}", pinned.join(" / ")));
                 f.presented_sha256 = Some(presented);
@@ -534,6 +534,13 @@ pub fn classify_io(err: &std::io::Error, at: Where) -> Failure {
             "check the URL and the network path to the server",
         ),
     }
+}
+
+/// The server name in a `mcp_servers.<name>.tls` key, for hints that give a command.
+fn server_of_key(key: &str) -> &str {
+    key.strip_prefix("mcp_servers.")
+        .and_then(|k| k.strip_suffix(".tls"))
+        .unwrap_or("<name>")
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The admin API and `mcpgate servers`: four kinds of upstream registered at run time and
 //! served live (stdio, HTTPS under an extra CA, self-signed pinned through registration,
 //! mTLS-required), one stopping without hurting the others, every operation with bad input,
-//! two replicas sharing PostgreSQL, and a `kill -9` during registrations losing none.
+//! a rotated pinned certificate failing closed until re-pinned, two replicas sharing
+//! PostgreSQL, and a `kill -9` during registrations losing none.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -860,5 +861,130 @@ async fn kill_9_during_registrations_loses_none_that_were_acknowledged() {
             names.contains(&n.as_str()),
             "{n} was acknowledged but lost: {names:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_self_signed_certificate_fails_closed_until_re_pinned() {
+    let dir = TempDir::new("rotate");
+    let w = |n: &str, t: &str| dir.write(n, t).display().to_string();
+    let serve_with = |cert: &mcpgate::tls::devca::Issued, tag: &str, port: u16| {
+        let (crt, key) = (
+            w(&format!("{tag}.crt"), &cert.cert_pem),
+            w(&format!("{tag}.key"), &cert.key_pem),
+        );
+        Gate::start(&format!(
+            "server:\n  listen: 127.0.0.1:{port}\ntls:\n  cert_file: {crt}\n  key_file: {key}\n{}",
+            demo_upstream("")
+        ))
+    };
+    let spec = Spec::new("rotating", 20).names(["127.0.0.1"]);
+    let old = serve_with(&self_signed_server(&spec).unwrap(), "old", 0);
+    let port = old.addr.port();
+    let pki = Pki::new();
+    let (gate, base) = admin_gate(&pki, &dir.path("data"), "", &[]);
+    let url = format!("https://127.0.0.1:{port}/mcp");
+    let (status, refusal) = api(
+        &pki,
+        &base,
+        "POST",
+        "/admin/servers",
+        Some(json!({"name": "rot", "url": url})),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 409, "{refusal}");
+    let first = refusal["fingerprint"].as_str().unwrap().to_string();
+    let (code, out, err) = cli(&pki, &base, &["trust", "rot", "--fingerprint", &first]);
+    assert_eq!(code, 0, "{out}{err}");
+    echo_within(&pki, &gate, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("the pinned server is not served: {e}"));
+
+    // The server comes back on the same port with a new self-signed certificate.
+    drop(old);
+    let new = serve_with(&self_signed_server(&spec).unwrap(), "new", port);
+    let (status, report) = api(
+        &pki,
+        &base,
+        "POST",
+        "/admin/servers/rot/test",
+        None,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let verdict = &report["verdict"];
+    assert_eq!(verdict["class"], "pinned_certificate_changed", "{report}");
+    let second = report["tls"]["chain"][0]["sha256"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the presented chain is reported: {report}"));
+    assert_ne!(first, second);
+    let cause = verdict["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains(&first) && cause.contains(&second),
+        "both fingerprints are named: {report}"
+    );
+    assert!(
+        verdict["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("mcpgate servers trust rot --fingerprint {second}")),
+        "the re-pin command is given: {report}"
+    );
+    // Fail closed: a new session does not reach the rotated server.
+    match try_echo(&pki, &gate).await {
+        Ok(text) => {
+            panic!("a changed certificate must not be used, yet the call answered {text:?}")
+        }
+        Err(e) => assert!(
+            e.contains("pinned_certificate_changed") && e.contains(&second),
+            "the caller learns the pin changed: {e}"
+        ),
+    }
+
+    // Re-pinning restores service, live.
+    let (code, out, err) = cli(&pki, &base, &["trust", "rot", "--fingerprint", &second]);
+    assert_eq!(code, 0, "{out}{err}");
+    echo_within(&pki, &gate, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("the re-pinned server is not served: {e}"));
+    drop(new);
+}
+
+/// One new session calling `echo` (the only server, unprefixed): its text, or why not.
+async fn try_echo(pki: &Pki, gate: &Gate) -> Result<String, String> {
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await?;
+    let init = c.try_initialize().await;
+    if init.status != 200 {
+        return Err(format!("initialize: {} {}", init.status, init.body));
+    }
+    let answer = c
+        .call_tool(3, "echo", json!({"text": "hello echo"}))
+        .await
+        .response();
+    if answer.get("result").is_none() {
+        return Err(answer.to_string());
+    }
+    let text = tool_text(&answer);
+    if text.contains("hello echo") {
+        Ok(text)
+    } else {
+        Err(answer.to_string())
+    }
+}
+
+/// Retries [`try_echo`] until it answers, within a bound.
+async fn echo_within(pki: &Pki, gate: &Gate, within: Duration) -> Result<String, String> {
+    let end = Instant::now() + within;
+    loop {
+        match try_echo(pki, gate).await {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() > end => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }

@@ -489,12 +489,8 @@ impl Conn {
 
     /// initialize + notifications/initialized; keeps the session id.
     pub async fn initialize(&mut self) -> Reply {
-        let r = self.post(&initialize_request(1)).await;
+        let r = self.try_initialize().await;
         assert_eq!(r.status, StatusCode::OK, "initialize failed: {}", r.body);
-        self.session = r
-            .headers
-            .get("mcp-session-id")
-            .map(|v| v.to_str().unwrap().to_string());
         assert!(
             self.session.is_some(),
             "no Mcp-Session-Id in {:?}",
@@ -504,6 +500,19 @@ impl Conn {
             .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;
         assert_eq!(n.status, StatusCode::ACCEPTED);
+        r
+    }
+
+    /// initialize alone, keeping the session id when it succeeds; the reply either way.
+    pub async fn try_initialize(&mut self) -> Reply {
+        let r = self.post(&initialize_request(1)).await;
+        if r.status != StatusCode::OK {
+            return r;
+        }
+        self.session = r
+            .headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
         r
     }
 

@@ -96,7 +96,17 @@ pub fn resolve(raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigErro
                     "write postgres://user:password@host:5432/db, or sqlite:/path/registry.db",
                 )
             })?;
-            Some(d.url.clone())
+            // A relative SQLite path is relative to the config file, like every other path.
+            match d
+                .url
+                .strip_prefix("sqlite:")
+                .map(|r| r.trim_start_matches("//"))
+            {
+                Some(rest) if !rest.starts_with('/') => {
+                    Some(format!("sqlite:{}", paths.resolve(rest).display()))
+                }
+                _ => Some(d.url.clone()),
+            }
         }
         None => None,
     };

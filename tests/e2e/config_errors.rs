@@ -169,3 +169,29 @@ fn listener_tls_settings_with_tls_disabled_are_refused_not_ignored() {
     );
     assert!(text.contains("tls.enabled is false"), "{text}");
 }
+
+#[test]
+fn a_relative_sqlite_registry_path_is_relative_to_the_config_file() {
+    let at = std::path::Path::new("/etc/mcpgate/gateway.yaml");
+    let resolve = |url: &str| {
+        let raw = mcpgate::config::parse_raw(&format!("database:\n  url: {url}\n")).unwrap();
+        mcpgate::config::resolve(raw, Some(at))
+            .unwrap()
+            .database_url
+    };
+    assert_eq!(
+        resolve("sqlite:reg.db").as_deref(),
+        Some("sqlite:/etc/mcpgate/reg.db")
+    );
+    assert_eq!(
+        resolve("sqlite:///var/lib/reg.db").as_deref(),
+        Some("sqlite:///var/lib/reg.db")
+    );
+    let refused = mcpgate::config::resolve(
+        mcpgate::config::parse_raw("database:\n  url: mysql://x/y\n").unwrap(),
+        Some(at),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("database.url"), "{refused}");
+}

@@ -12,7 +12,8 @@
 #   exists, the bin dir of its major version), else initdb/pg_ctl/postgres found on PATH, else
 #   `apt-get install -y postgresql` (`apt-get update` only if that fails; sudo when not root).
 # - The cluster lives in $PGENV_DIR (default <repo>/.pgdata, git-ignored): superuser mcpgate,
-#   trust auth, listening on 127.0.0.1:$PGENV_PORT only (default 55432), unix socket in the
+#   trust auth, listening on 127.0.0.1:$PGENV_PORT only (default: the port the running cluster
+#   has, else the first free one from 55432 up), unix socket in the
 #   data dir (in /tmp if that path is too long for a socket), log in <data dir>/server.log.
 #   Settings live in <data dir>/pg-env.conf, rewritten (and the server restarted) when they
 #   change, e.g. for another PGENV_PORT.
@@ -248,6 +249,24 @@ pg_ctl="$bindir/pg_ctl"
 pg_isready="$(tool pg_isready)"
 psql="$(tool psql)"
 
+# --- port ----------------------------------------------------------------------------------------
+# Without PGENV_PORT, a running cluster keeps the port it has; a stopped one takes the first
+# free port from 55432 up, so another checkout's test server on the same machine is no obstacle.
+running=0
+run_pg "$pg_ctl" -D "$dir" status >/dev/null 2>&1 && running=1
+port_taken() { (exec 8<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [[ -z "${PGENV_PORT:-}" ]]; then
+    current="$(sed -n 's/^port = \([0-9]*\)$/\1/p' "$dir/pg-env.conf" 2>/dev/null || true)"
+    if ((running)) && [[ -n "$current" ]]; then
+        port="$current"
+    else
+        while port_taken "$port"; do
+            ((port < 55532)) || die "no free port in 55432-55532 on 127.0.0.1; set PGENV_PORT"
+            port=$((port + 1))
+        done
+    fi
+fi
+
 # --- settings ------------------------------------------------------------------------------------
 socket_dir="$dir"
 ((${#socket_dir} + 20 <= 107)) || socket_dir=/tmp # sun_path holds 107 bytes
@@ -264,8 +283,6 @@ fi
 
 # --- start -------------------------------------------------------------------------------------
 deadline=$((SECONDS + 30))
-running=0
-run_pg "$pg_ctl" -D "$dir" status >/dev/null 2>&1 && running=1
 if ((running && conf_changed)); then
     log "settings changed; restarting the server in $dir"
     run_pg "$pg_ctl" -D "$dir" -m fast -w -t 30 stop >/dev/null || tail_log_and_die "pg_ctl stop failed"

@@ -92,7 +92,10 @@ async fn tool_names(pki: &Pki, gate: &Gate) -> Vec<String> {
         .connect(gate.addr)
         .await
         .unwrap();
-    c.initialize().await;
+    // A gateway with no server yet refuses initialize: that is an empty list.
+    if c.try_initialize().await.status != 200 {
+        return Vec::new();
+    }
     let list = c
         .post(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
         .await
@@ -446,7 +449,9 @@ async fn every_operation_answers_bad_input_with_a_4xx_and_a_message() {
         .request(
             "POST",
             "/admin/servers",
-            Some(&json!({"name": "big", "command": "x".repeat(2 << 20)})),
+            // Just over the 1 MiB limit: the rest fits in the socket buffer, so the client
+            // finishes writing before the gateway's 413 closes the connection.
+            Some(&json!({"name": "big", "command": "x".repeat((1 << 20) + 64)})),
             &[("authorization", &auth)],
         )
         .await

@@ -169,11 +169,26 @@ impl Session {
         }
     }
 
-    /// Routes the response to request `key` (and related messages) to `tx`.
-    pub fn add_waiter(&self, key: String, tx: Outbound) {
+    /// Routes the responses to requests `keys` (and related messages) to `tx`. Refuses, adding
+    /// none, when a key is already waiting: its request would lose its answer to the new one.
+    pub fn add_waiters<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k String> + Clone,
+        tx: &Outbound,
+    ) -> Result<(), &'k String> {
         let mut out = self.outbox();
-        out.order.push(key.clone());
-        out.waiters.insert(key, tx);
+        if let Some(taken) = keys
+            .clone()
+            .into_iter()
+            .find(|k| out.waiters.contains_key(*k))
+        {
+            return Err(taken);
+        }
+        for key in keys {
+            out.order.push(key.clone());
+            out.waiters.insert(key.clone(), tx.clone());
+        }
+        Ok(())
     }
 
     pub fn remove_waiter(&self, key: &str) {

@@ -277,8 +277,15 @@ async fn post(
         return reply::empty(StatusCode::ACCEPTED);
     }
     let (tx, mut rx) = crate::router::session::stream_channel();
-    for key in awaiting.keys() {
-        session.add_waiter(key.clone(), tx.clone());
+    if let Err(taken) = session.add_waiters(awaiting.keys(), &tx) {
+        let id = awaiting.get(taken).cloned().unwrap_or(Value::Null);
+        let message = format!(
+            "request id {id} is already in flight in this session; MCP requires a new id for every request in a session"
+        );
+        return reply::json(
+            StatusCode::BAD_REQUEST,
+            &jsonrpc::error(id, jsonrpc::code::INVALID_REQUEST, message),
+        );
     }
     drop(tx);
     let single = list.len() == 1;

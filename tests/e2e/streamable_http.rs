@@ -433,3 +433,37 @@ async fn a_server_cancelling_its_own_request_reaches_only_the_session_it_asked()
         "b must see none of it: {b_saw}"
     );
 }
+
+#[tokio::test]
+async fn an_id_already_in_flight_is_refused_and_the_first_request_still_answered() {
+    let (_pki, gate, client) = setup("").await;
+    let mut first = client.connect(gate.addr).await.unwrap();
+    first.initialize().await;
+    let mut second = client.connect(gate.addr).await.unwrap();
+    second.session = first.session.clone();
+    let slow = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":0.5}}});
+    let pending = tokio::spawn(async move { first.post(&slow).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let clash = second
+        .post(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"again"}}}))
+        .await;
+    assert_eq!(clash.status, 400, "{}", clash.body);
+    let error = clash.json();
+    assert_eq!(error["id"], 7);
+    assert_eq!(error["error"]["code"], -32600);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in flight"),
+        "{error}"
+    );
+    let answer = pending.await.unwrap().response();
+    assert!(answer.get("result").is_some(), "{answer}");
+    // The session keeps serving.
+    let again = second
+        .call_tool(8, "echo", json!({"text": "after"}))
+        .await
+        .response();
+    assert_eq!(tool_text(&again), "after");
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The benchmark: mcpgate against the proxies people put in front of MCP servers, on loopback.
+#
+#   bench/run.sh                     # install peers if missing, run every round, write BENCHMARKS.md
+#   ROUNDS=5 DURATION=5 bench/run.sh # the defaults: rounds, and seconds per measurement
+#
+# Scenario "https": tools/call (the fixture's echo) over HTTPS keep-alive at concurrency 1, 16
+# and 64 (examples/mcp_load: HTTP/1.1, a session per connection, fresh ids, every answer
+# checked): mcpgate serve terminating TLS in front of the Rust fixture
+# (`mcpgate demo-server --http`), nginx terminating TLS in front of the same fixture, and the
+# fixture reached directly over plain HTTP (the limit). Each round runs every target once per
+# concurrency, in an order that rotates from round to round; ratios are taken within a round.
+# The load generator runs on CPU 0, the server under test and the fixture on CPU 1.
+# Raw output goes to $BENCH_OUT (default /tmp/mcpgate-bench), never into the repository.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+rounds="${ROUNDS:-5}"
+duration="${DURATION:-5}"
+out="${BENCH_OUT:-/tmp/mcpgate-bench}"
+concurrency=(1 16 64)
+log() { echo "bench: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, got '$rounds'"
+[[ "$duration" =~ ^[1-9][0-9]*$ && "$duration" -le 30 ]] || die "DURATION must be 1-30 seconds, got '$duration'"
+
+# --- peers and tools -----------------------------------------------------------------------
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    log "installing ${need_apt[*]} (apt)"
+    # Debian starts nginx on port 80 after install where it can; policy-rc.d forbids that.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2 ||
+        { $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2; }
+fi
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+log "building mcpgate and the load generator (release)"
+(cd "$repo" && cargo build --release --locked --bin mcpgate --example mcp_load >&2)
+mcpgate="$repo/target/release/mcpgate"
+load="$repo/target/release/examples/mcp_load"
+
+cpus="$(nproc)"
+if ((cpus >= 2)); then
+    gen_cpu=0 sut_cpu=1
+else
+    gen_cpu=0 sut_cpu=0
+    log "note: one CPU only; the load generator and the server share it"
+fi
+
+# --- fixtures ----------------------------------------------------------------------------------
+rm -rf "$out"
+mkdir -p "$out/logs" "$out/raw"
+pids=()
+cleanup() {
+    for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
+    [[ -f "$out/nginx/nginx.pid" ]] && kill "$(cat "$out/nginx/nginx.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local port="$1" end=$((SECONDS + 20))
+    until (exec 8<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        ((SECONDS < end)) || die "nothing listens on 127.0.0.1:$port after 20 s (logs in $out/logs)"
+        sleep 0.1
+    done
+}
+
+"$mcpgate" cert --data-dir "$out/ca" server 127.0.0.1 --out "$out/certs" >/dev/null
+crt="$out/certs/127.0.0.1.crt" key="$out/certs/127.0.0.1.key" ca="$out/ca/ca.crt"
+
+fixture_port="$(free_port)"
+taskset -c "$sut_cpu" "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"$out/logs/fixture.log" 2>&1 &
+pids+=($!)
+wait_port "$fixture_port"
+
+gate_port="$(free_port)"
+cat >"$out/mcpgate.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$gate_port
+  max_sessions: 100000
+tls:
+  cert_file: $crt
+  key_file: $key
+logging:
+  level: warn
+mcp_servers:
+  fixture:
+    url: http://127.0.0.1:$fixture_port/mcp
+    transport: http
+EOF
+MCPGATE_DATA_DIR="$out/data" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate.yaml" >"$out/logs/mcpgate.log" 2>&1 &
+pids+=($!)
+wait_port "$gate_port"
+
+nginx_port="$(free_port)"
+mkdir -p "$out/nginx"
+cat >"$out/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_cpu_affinity auto;
+pid $out/nginx/nginx.pid;
+error_log $out/logs/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $out/nginx/body;
+    proxy_temp_path $out/nginx/proxy;
+    fastcgi_temp_path $out/nginx/fastcgi;
+    uwsgi_temp_path $out/nginx/uwsgi;
+    scgi_temp_path $out/nginx/scgi;
+    upstream fixture { server 127.0.0.1:$fixture_port; keepalive 128; }
+    server {
+        listen 127.0.0.1:$nginx_port ssl;
+        ssl_certificate $crt;
+        ssl_certificate_key $key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://fixture;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+taskset -c "$sut_cpu" "$nginx_bin" -c "$out/nginx/nginx.conf" -e "$out/logs/nginx-error.log" \
+    -g 'daemon on;' >"$out/logs/nginx.log" 2>&1 || die "nginx did not start: $(cat "$out/logs/nginx-error.log")"
+wait_port "$nginx_port"
+
+declare -A url
+url[direct]="http://127.0.0.1:$fixture_port/mcp"
+url[nginx]="https://127.0.0.1:$nginx_port/mcp"
+url[mcpgate]="https://127.0.0.1:$gate_port/mcp"
+targets=(direct nginx mcpgate)
+
+# --- rounds --------------------------------------------------------------------------------------
+measure() { # target concurrency round
+    local t="$1" c="$2" r="$3" name="https-$1-c$2-r$3"
+    taskset -c "$gen_cpu" "$load" --url "${url[$t]}" --ca "$ca" --connections "$c" \
+        --seconds "$duration" --warmup 1 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
+        die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
+}
+for ((r = 1; r <= rounds; r++)); do
+    log "round $r of $rounds"
+    for c in "${concurrency[@]}"; do
+        for ((i = 0; i < ${#targets[@]}; i++)); do
+            measure "${targets[$(((i + r) % ${#targets[@]}))]}" "$c" "$r"
+        done
+    done
+done
+
+python3 "$repo/bench/report.py" "$out/raw" "$rounds" >"$repo/BENCHMARKS.md"
+log "wrote $repo/BENCHMARKS.md (raw output in $out)"

@@ -10,6 +10,8 @@
 //! cargo run --release --example mcp_load -- --url https://127.0.0.1:8443/mcp --ca ca.crt \
 //!     --connections 16 --seconds 5 [--warmup 1] [--rate 2000] [--tool echo]
 //! ```
+//! `--stdio "COMMAND ARGS"` instead of `--url` talks to a child of its own per connection (the
+//! direct limit for a stdio bridge).
 //! `--rate N` paces the whole run to N requests per second (spread over the connections), for
 //! latency below saturation; without it each connection sends as fast as answers come.
 
@@ -24,6 +26,8 @@ use serde_json::{Value, json};
 
 struct Options {
     url: hyper::Uri,
+    /// Instead of a URL: a stdio server command (split on spaces), one child per connection.
+    stdio: Option<String>,
     ca: Option<String>,
     connections: usize,
     seconds: f64,
@@ -36,6 +40,7 @@ fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let (mut url, mut ca, mut connections, mut seconds, mut warmup, mut rate, mut tool) =
         (None, None, 1, 5.0, 1.0, None, "echo".to_string());
+    let mut stdio = None;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         let number = |v: String| {
@@ -44,6 +49,7 @@ fn options() -> Result<Options, String> {
         };
         match flag.as_str() {
             "--url" => url = Some(value()?.parse().map_err(|e| format!("--url: {e}"))?),
+            "--stdio" => stdio = Some(value()?),
             "--ca" => ca = Some(value()?),
             "--connections" => connections = number(value()?)? as usize,
             "--seconds" => seconds = number(value()?)?,
@@ -53,12 +59,17 @@ fn options() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let url: hyper::Uri = url.ok_or("--url is required")?;
+    let url: hyper::Uri = match (url, &stdio) {
+        (Some(u), None) => u,
+        (None, Some(_)) => hyper::Uri::from_static("stdio:"),
+        _ => return Err("give --url URL or --stdio COMMAND (one of them)".into()),
+    };
     if !(1..=10_000).contains(&connections) || !(0.1..=120.0).contains(&seconds) {
         return Err("--connections must be 1-10000 and --seconds 0.1-120".into());
     }
     Ok(Options {
         url,
+        stdio,
         ca,
         connections,
         seconds,
@@ -115,7 +126,9 @@ async fn post(
     session: Option<&str>,
     body: &Value,
 ) -> Result<(u16, Option<String>, Value), String> {
-    let mut req = hyper::Request::post(o.url.clone())
+    // Origin-form (the path), as HTTP/1.1 clients send to servers.
+    let path = o.url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = hyper::Request::post(path)
         .header(
             "host",
             o.url.authority().map(|a| a.as_str()).unwrap_or("localhost"),
@@ -164,25 +177,121 @@ struct Tally {
     first_error: Option<String>,
 }
 
+/// One MCP client: an HTTP connection with its session, or a stdio child of its own.
+enum Peer {
+    Http {
+        send: Sender,
+        session: Option<String>,
+    },
+    Stdio {
+        stdin: tokio::process::ChildStdin,
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        _child: Box<tokio::process::Child>,
+    },
+}
+
+impl Peer {
+    /// Connects (or spawns) and runs initialize + notifications/initialized.
+    async fn open(o: &Options, tls: Option<&tokio_rustls::TlsConnector>) -> Result<Self, String> {
+        let mut peer = match &o.stdio {
+            Some(command) => {
+                let mut words = command.split_whitespace();
+                let program = words.next().ok_or("--stdio needs a command")?;
+                let mut child = tokio::process::Command::new(program)
+                    .args(words)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| format!("cannot run {program}: {e}"))?;
+                let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                    return Err("the child has no stdin/stdout".into());
+                };
+                use tokio::io::AsyncBufReadExt;
+                Peer::Stdio {
+                    stdin,
+                    lines: tokio::io::BufReader::new(stdout).lines(),
+                    _child: Box::new(child),
+                }
+            }
+            None => Peer::Http {
+                send: connect(o, tls).await?,
+                session: None,
+            },
+        };
+        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp_load","version":"1"}}});
+        let answer = peer.request(o, &init).await?;
+        if answer.get("result").is_none() {
+            return Err(format!("initialize answered {answer}"));
+        }
+        peer.notify(
+            o,
+            &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        )
+        .await?;
+        Ok(peer)
+    }
+
+    /// Sends a request; its response (an HTTP status other than 200 is an error).
+    async fn request(&mut self, o: &Options, body: &Value) -> Result<Value, String> {
+        match self {
+            Peer::Http { send, session } => {
+                let (status, sid, value) = post(send, o, session.as_deref(), body).await?;
+                if session.is_none() {
+                    *session = sid;
+                }
+                if status != 200 {
+                    return Err(format!("HTTP {status}: {value}"));
+                }
+                Ok(value)
+            }
+            Peer::Stdio { stdin, lines, .. } => {
+                write_line(stdin, body).await?;
+                loop {
+                    let line = lines
+                        .next_line()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or("the child closed its stdout")?;
+                    let message: Value = serde_json::from_str(&line)
+                        .map_err(|e| format!("bad JSON from the child ({e}): {line}"))?;
+                    if message.get("id") == body.get("id") && message.get("method").is_none() {
+                        return Ok(message);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn notify(&mut self, o: &Options, body: &Value) -> Result<(), String> {
+        match self {
+            Peer::Http { send, session } => {
+                post(send, o, session.as_deref(), body).await?;
+                Ok(())
+            }
+            Peer::Stdio { stdin, .. } => write_line(stdin, body).await,
+        }
+    }
+}
+
+async fn write_line(stdin: &mut tokio::process::ChildStdin, body: &Value) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut line = body.to_string();
+    line.push('\n');
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| format!("writing to the child: {e}"))
+}
+
 async fn run_connection(
     o: Arc<Options>,
     tls: Option<tokio_rustls::TlsConnector>,
     start: Instant,
     index: usize,
 ) -> Result<Tally, String> {
-    let mut send = connect(&o, tls.as_ref()).await?;
-    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"mcp_load","version":"1"}}});
-    let (status, sid, answer) = post(&mut send, &o, None, &init).await?;
-    if status != 200 || answer.get("result").is_none() {
-        return Err(format!("initialize answered {status}: {answer}"));
-    }
-    post(
-        &mut send,
-        &o,
-        sid.as_deref(),
-        &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-    )
-    .await?;
+    let mut peer = Peer::open(&o, tls.as_ref()).await?;
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let end = measure_from + Duration::from_secs_f64(o.seconds);
     let interval = o
@@ -216,23 +325,25 @@ async fn run_connection(
         }
         let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":o.tool,"arguments":{"text":"hello"}}});
         id += 1;
-        let outcome = post(&mut send, &o, sid.as_deref(), &call).await;
+        let outcome = peer.request(&o, &call).await;
         let took = due.elapsed();
         if sent < measure_from {
             continue;
         }
         match outcome {
-            Ok((200, _, v)) if v.get("result").is_some() => tally
+            Ok(v) if v.get("result").is_some() => tally
                 .latencies_us
                 .push(took.as_micros().min(u32::MAX as u128) as u32),
-            Ok((status, _, v)) => {
+            Ok(v) => {
                 tally.errors += 1;
-                tally.first_error.get_or_insert(format!("{status}: {v}"));
+                tally.first_error.get_or_insert(v.to_string());
             }
             Err(e) => {
                 tally.errors += 1;
                 tally.first_error.get_or_insert(e);
-                send = connect(&o, tls.as_ref()).await?;
+                if let Peer::Http { send, .. } = &mut peer {
+                    *send = connect(&o, tls.as_ref()).await?;
+                }
             }
         }
     }

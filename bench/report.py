@@ -1,6 +1,6 @@
 """Turns bench/run.sh's raw h2load output into BENCHMARKS.md (on stdout).
 
-Usage: report.py RAW_DIR ROUNDS. Files are named https-<target>-c<concurrency>-r<round>.json
+Usage: report.py RAW_DIR ROUNDS. Files are named <scenario>-<target>-c<concurrency>-r<round>.json
 (one line from examples/mcp_load).
 Each figure is the median over the rounds with min and max; each ratio is computed within a
 round (mcpgate and its peer measured back to back), then summarised the same way.
@@ -17,12 +17,23 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-TARGETS = ["mcpgate", "nginx", "direct"]
 CONCURRENCY = [1, 16, 64]
+SCENARIOS = [
+    ("https", ["mcpgate", "nginx", "direct"], "tools/call over HTTPS keep-alive",
+     "mcpgate serve and nginx terminate TLS (ECDSA P-256 certificate) in front of the same "
+     "plain-HTTP fixture (`mcpgate demo-server --http`); direct is the fixture over plain HTTP, "
+     "the limit. Goal: mcpgate at least 1.2x nginx's throughput, p99 no worse."),
+    ("stdio", ["mcpgate", "mcp-proxy", "supergateway", "direct"], "The stdio bridge",
+     "tools/call over plain HTTP through each bridge to the stdio fixture (`mcpgate demo-server`): "
+     "mcpgate serve (a child per session, its default), mcp-proxy, supergateway `--stateful`; "
+     "direct is a stdio client writing to the fixture itself (a child per connection), the limit. "
+     "Each bridge runs in a network namespace of its own. Goal: mcpgate at least 10x mcp-proxy "
+     "and supergateway."),
+]
 
 
-def parse(raw: Path, target: str, c: int, r: int) -> dict:
-    path = raw / f"https-{target}-c{c}-r{r}.json"
+def parse(raw: Path, scenario: str, target: str, c: int, r: int) -> dict:
+    path = raw / f"{scenario}-{target}-c{c}-r{r}.json"
     try:
         m = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -39,7 +50,6 @@ def summary(values: list[float], fmt: str) -> str:
 
 def main() -> None:
     raw, rounds = Path(sys.argv[1]), int(sys.argv[2])
-    data = {(t, c, r): parse(raw, t, c, r) for t in TARGETS for c in CONCURRENCY for r in range(1, rounds + 1)}
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
@@ -50,39 +60,38 @@ def main() -> None:
         f"{rounds} interleaved rounds, with (min–max); ratios are computed within each round.",
         f"Machine: {cpu}, {len(os.sched_getaffinity(0))} CPUs; load generator "
         f"(`examples/mcp_load`: HTTP/1.1 keep-alive, a session per connection, every answer checked) on CPU 0, the server under test and the fixture on CPU 1. "
-        f"Peers: {nginx}. Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Peers: {nginx}, mcp-proxy 0.13.0, supergateway 4.0.0 on Node 22. Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
-        "## tools/call over HTTPS keep-alive",
-        "",
-        "mcpgate serve and nginx terminate TLS (ECDSA P-256 certificate) in front of the same "
-        "plain-HTTP fixture (`mcpgate demo-server --http`); direct is the fixture over plain HTTP, "
-        "the limit. Goal: mcpgate at least 1.2x nginx's throughput, p99 no worse.",
-        "",
-        "| concurrency | target | req/s | p50 ms | p99 ms | mcpgate/peer req/s |",
-        "|---|---|---|---|---|---|",
     ]
     failures = []
-    for c in CONCURRENCY:
-        for t in TARGETS:
-            rows = [data[(t, c, r)] for r in range(1, rounds + 1)]
-            failures += [f"{t} c={c} round {r}: {x['bad']} failed ({x['first_error']})"
-                         for r, x in enumerate(rows, 1) if x["bad"]]
-            ratio = "—"
-            if t != "mcpgate":
-                ratio = summary([data[("mcpgate", c, r)]["rps"] / data[(t, c, r)]["rps"]
-                                 for r in range(1, rounds + 1)], "{:.2f}x")
-            out.append(
-                f"| {c} | {t} | {summary([x['rps'] for x in rows], '{:.0f}')} | "
-                f"{summary([x['p50'] for x in rows], '{:.3f}')} | "
-                f"{summary([x['p99'] for x in rows], '{:.3f}')} | {ratio} |"
-            )
-    out += ["", "Failed requests: " + ("; ".join(failures) if failures else "none."), ""]
+    for scenario, targets, title, text in SCENARIOS:
+        data = {(t, c, r): parse(raw, scenario, t, c, r)
+                for t in targets for c in CONCURRENCY for r in range(1, rounds + 1)}
+        out += [f"## {title}", "", text, "",
+                "| concurrency | target | req/s | p50 ms | p99 ms | mcpgate/peer req/s |",
+                "|---|---|---|---|---|---|"]
+        for c in CONCURRENCY:
+            for t in targets:
+                rows = [data[(t, c, r)] for r in range(1, rounds + 1)]
+                failures += [f"{scenario} {t} c={c} round {r}: {x['bad']} failed ({x['first_error']})"
+                             for r, x in enumerate(rows, 1) if x["bad"]]
+                ratio = "—"
+                if t != "mcpgate":
+                    ratio = summary([data[("mcpgate", c, r)]["rps"] / data[(t, c, r)]["rps"]
+                                     for r in range(1, rounds + 1)], "{:.2f}x")
+                out.append(
+                    f"| {c} | {t} | {summary([x['rps'] for x in rows], '{:.0f}')} | "
+                    f"{summary([x['p50'] for x in rows], '{:.3f}')} | "
+                    f"{summary([x['p99'] for x in rows], '{:.3f}')} | {ratio} |"
+                )
+        out.append("")
+    out += ["Failed requests: " + ("; ".join(failures) if failures else "none."), ""]
     out += [
         "## Not measured yet",
         "",
-        "The stdio bridge (against mcp-proxy and supergateway), added latency at a fixed rate, "
-        "new and resumed TLS handshakes per second, and memory per idle connection and SSE "
-        "stream: see issue 6.",
+        "Added latency at a fixed rate below saturation (the load generator has `--rate`; the "
+        "scenario is not wired yet), new and resumed TLS handshakes per second, and memory per "
+        "idle connection and SSE stream: see issue 6.",
         "",
     ]
     print("\n".join(out))

@@ -2,7 +2,7 @@
 # The benchmark: mcpgate against the proxies people put in front of MCP servers, on loopback.
 #
 #   bench/run.sh                     # install peers if missing, run every round, write BENCHMARKS.md
-#   ROUNDS=5 DURATION=5 bench/run.sh # the defaults: rounds, and seconds per measurement
+#   ROUNDS=5 DURATION=3 bench/run.sh # the defaults: rounds, and seconds per measurement
 #
 # Scenario "https": tools/call (the fixture's echo) over HTTPS keep-alive at concurrency 1, 16
 # and 64 (examples/mcp_load: HTTP/1.1, a session per connection, fresh ids, every answer
@@ -10,13 +10,18 @@
 # (`mcpgate demo-server --http`), nginx terminating TLS in front of the same fixture, and the
 # fixture reached directly over plain HTTP (the limit). Each round runs every target once per
 # concurrency, in an order that rotates from round to round; ratios are taken within a round.
+# Scenario "stdio": tools/call through a bridge to the stdio fixture (`mcpgate demo-server`),
+# plain HTTP for all: mcpgate serve, mcp-proxy (PyPI) and supergateway (npm, --stateful), and
+# a direct stdio client (the limit). Each runs in a network namespace of its own
+# (bench/stdio-one.sh), since supergateway cannot bind loopback only.
 # The load generator runs on CPU 0, the server under test and the fixture on CPU 1.
+# Peers are installed into .bench/ (git-ignored), pinned: mcp-proxy, supergateway, Node 22.
 # Raw output goes to $BENCH_OUT (default /tmp/mcpgate-bench), never into the repository.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${ROUNDS:-5}"
-duration="${DURATION:-5}"
+duration="${DURATION:-3}"
 out="${BENCH_OUT:-/tmp/mcpgate-bench}"
 concurrency=(1 16 64)
 log() { echo "bench: $*" >&2; }
@@ -44,6 +49,23 @@ if ((${#need_apt[@]})); then
         { $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2; }
 fi
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+MCP_PROXY_VERSION=0.13.0 SUPERGATEWAY_VERSION=4.0.0 NODE_VERSION=22.23.3
+peers="$repo/.bench"
+if [[ ! -x "$peers/venv/bin/mcp-proxy" ]] || ! "$peers/venv/bin/mcp-proxy" --version 2>&1 | grep -q "$MCP_PROXY_VERSION"; then
+    log "installing mcp-proxy $MCP_PROXY_VERSION (PyPI) into $peers/venv"
+    python3 -m venv "$peers/venv" >&2
+    "$peers/venv/bin/pip" install -q --disable-pip-version-check "mcp-proxy==$MCP_PROXY_VERSION" >&2
+fi
+stamp="$peers/node/.installed-$SUPERGATEWAY_VERSION-$NODE_VERSION"
+if [[ ! -f "$stamp" ]]; then
+    command -v npm >/dev/null 2>&1 || die "npm is needed to install supergateway (apt-get install npm)"
+    log "installing supergateway $SUPERGATEWAY_VERSION and node $NODE_VERSION (npm) into $peers/node"
+    mkdir -p "$peers/node"
+    npm install --silent --no-audit --no-fund --prefix "$peers/node" \
+        "supergateway@$SUPERGATEWAY_VERSION" "node@$NODE_VERSION" >&2
+    touch "$stamp"
+fi
+command -v unshare >/dev/null 2>&1 || die "unshare (util-linux) is needed for the stdio scenario's namespaces"
 log "building mcpgate and the load generator (release)"
 (cd "$repo" && cargo build --release --locked --bin mcpgate --example mcp_load >&2)
 mcpgate="$repo/target/release/mcpgate"
@@ -152,10 +174,26 @@ measure() { # target concurrency round
         die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
 }
 for ((r = 1; r <= rounds; r++)); do
-    log "round $r of $rounds"
+    log "https: round $r of $rounds"
     for c in "${concurrency[@]}"; do
         for ((i = 0; i < ${#targets[@]}; i++)); do
             measure "${targets[$(((i + r) % ${#targets[@]}))]}" "$c" "$r"
+        done
+    done
+done
+
+export MCPGATE="$mcpgate" LOAD="$load" MCP_PROXY="$peers/venv/bin/mcp-proxy" \
+    NODE="$peers/node/node_modules/.bin/node" SUPERGATEWAY="$peers/node/node_modules/supergateway/dist/index.js" \
+    BENCH_OUT="$out" GEN_CPU="$gen_cpu" SUT_CPU="$sut_cpu"
+bridges=(direct mcpgate mcp-proxy supergateway)
+for ((r = 1; r <= rounds; r++)); do
+    log "stdio bridge: round $r of $rounds"
+    for c in "${concurrency[@]}"; do
+        for ((i = 0; i < ${#bridges[@]}; i++)); do
+            t="${bridges[$(((i + r) % ${#bridges[@]}))]}"
+            name="stdio-$t-c$c-r$r"
+            unshare -n "$repo/bench/stdio-one.sh" "$t" "$c" "$duration" "$out/raw/$name.json" \
+                2>"$out/raw/$name.err" || die "$name failed: $(tail -5 "$out/raw/$name.err")"
         done
     done
 done

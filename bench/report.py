@@ -64,6 +64,7 @@ def main() -> None:
         "",
     ]
     failures = []
+    goals = []
     for scenario, targets, title, text in SCENARIOS:
         data = {(t, c, r): parse(raw, scenario, t, c, r)
                 for t in targets for c in CONCURRENCY for r in range(1, rounds + 1)}
@@ -79,12 +80,25 @@ def main() -> None:
                 if t != "mcpgate":
                     ratio = summary([data[("mcpgate", c, r)]["rps"] / data[(t, c, r)]["rps"]
                                      for r in range(1, rounds + 1)], "{:.2f}x")
+                med = lambda xs: statistics.median(xs)  # noqa: E731
+                if scenario == "https" and t == "nginx":
+                    ratios = [data[("mcpgate", c, r)]["rps"] / data[(t, c, r)]["rps"] for r in range(1, rounds + 1)]
+                    p99 = (med([data[("mcpgate", c, r)]["p99"] for r in range(1, rounds + 1)]),
+                           med([x["p99"] for x in rows]))
+                    goals.append(f"- HTTPS c={c}: {med(ratios):.2f}x nginx's throughput (goal 1.2x): "
+                                 f"{'met' if med(ratios) >= 1.2 else 'not met'}; p99 {p99[0]:.3f} vs "
+                                 f"{p99[1]:.3f} ms: {'met' if p99[0] <= p99[1] else 'not met'}.")
+                if scenario == "stdio" and t in ("mcp-proxy", "supergateway"):
+                    ratios = [data[("mcpgate", c, r)]["rps"] / data[(t, c, r)]["rps"] for r in range(1, rounds + 1)]
+                    goals.append(f"- stdio c={c}: {med(ratios):.1f}x {t} (goal 10x): "
+                                 f"{'met' if med(ratios) >= 10 else 'not met'}.")
                 out.append(
                     f"| {c} | {t} | {summary([x['rps'] for x in rows], '{:.0f}')} | "
                     f"{summary([x['p50'] for x in rows], '{:.3f}')} | "
                     f"{summary([x['p99'] for x in rows], '{:.3f}')} | {ratio} |"
                 )
         out.append("")
+    out[5:5] = ["## Goals, from the tables below (medians)", "", *goals, ""]
     out += ["Failed requests: " + ("; ".join(failures) if failures else "none."), ""]
     out += [
         "## Not measured yet",

@@ -10,6 +10,8 @@
 # (`mcpgate demo-server --http`), nginx terminating TLS in front of the same fixture, and the
 # fixture reached directly over plain HTTP (the limit). Each round runs every target once per
 # concurrency, in an order that rotates from round to round; ratios are taken within a round.
+# Scenario "latency": at a fixed rate below saturation ($RATE, default 2000 req/s over 8
+# connections), p50 and p99 through mcpgate over HTTPS minus the fixture's direct ones.
 # Scenario "stdio": tools/call through a bridge to the stdio fixture (`mcpgate demo-server`),
 # plain HTTP for all: mcpgate serve, mcp-proxy (PyPI) and supergateway (npm, --stateful), and
 # a direct stdio client (the limit). Each runs in a network namespace of its own
@@ -179,6 +181,21 @@ for ((r = 1; r <= rounds; r++)); do
         for ((i = 0; i < ${#targets[@]}; i++)); do
             measure "${targets[$(((i + r) % ${#targets[@]}))]}" "$c" "$r"
         done
+    done
+done
+
+# Added latency below saturation: the same request rate through mcpgate (HTTPS) and to the
+# fixture directly, paced by the load generator.
+rate="${RATE:-2000}"
+for ((r = 1; r <= rounds; r++)); do
+    log "latency at $rate req/s: round $r of $rounds"
+    order=(direct mcpgate)
+    ((r % 2)) || order=(mcpgate direct)
+    for t in "${order[@]}"; do
+        name="latency-$t-c8-r$r"
+        taskset -c "$gen_cpu" "$load" --url "${url[$t]}" --ca "$ca" --connections 8 --rate "$rate" \
+            --seconds "$duration" --warmup 1 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
+            die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
     done
 done
 

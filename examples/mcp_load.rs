@@ -13,7 +13,8 @@
 //! `--stdio "COMMAND ARGS"` instead of `--url` talks to a child of its own per connection (the
 //! direct limit for a stdio bridge).
 //! `--rate N` paces the whole run to N requests per second (spread over the connections), for
-//! latency below saturation; without it each connection sends as fast as answers come.
+//! latency below saturation (`late` counts requests sent over an interval behind schedule);
+//! without it each connection sends as fast as answers come.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,6 +174,8 @@ async fn post(
 
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Paced requests sent more than one interval after they were due.
+    late: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -304,21 +307,22 @@ async fn run_connection(
             .unwrap_or_default();
     let mut tally = Tally {
         latencies_us: Vec::with_capacity(1 << 16),
+        late: 0,
         errors: 0,
         first_error: None,
     };
     let mut id: u64 = 1;
     loop {
-        // With a schedule, latency counts from when the request was due, not when it went
-        // out, so a slow answer is not hidden by the requests it delayed.
-        let due = match interval {
-            Some(i) => {
-                tokio::time::sleep_until(next.into()).await;
-                next += i;
-                next - i
+        // Latency counts from when the request goes out: tokio's timer wakes up to a
+        // millisecond late, which would swamp sub-millisecond figures. A request that is late
+        // because the previous answer was slow is counted as such (`late`).
+        if let Some(i) = interval {
+            tokio::time::sleep_until(next.into()).await;
+            if next >= measure_from && Instant::now() > next + i {
+                tally.late += 1;
             }
-            None => Instant::now(),
-        };
+            next += i;
+        }
         let sent = Instant::now();
         if sent >= end {
             return Ok(tally);
@@ -326,7 +330,7 @@ async fn run_connection(
         let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":o.tool,"arguments":{"text":"hello"}}});
         id += 1;
         let outcome = peer.request(&o, &call).await;
-        let took = due.elapsed();
+        let took = sent.elapsed();
         if sent < measure_from {
             continue;
         }
@@ -390,12 +394,13 @@ async fn main() {
         .map(|i| tokio::spawn(run_connection(o.clone(), tls.clone(), start, i)))
         .collect();
     let mut all = Vec::new();
-    let (mut errors, mut first_error) = (0, None);
+    let (mut errors, mut late, mut first_error) = (0, 0, None);
     for t in tasks {
         match t.await {
             Ok(Ok(tally)) => {
                 all.extend(tally.latencies_us);
                 errors += tally.errors;
+                late += tally.late;
                 first_error = first_error.or(tally.first_error);
             }
             Ok(Err(e)) => {
@@ -419,6 +424,7 @@ async fn main() {
         "rate": o.rate,
         "requests": all.len(),
         "errors": errors,
+        "late": late,
         "first_error": first_error,
         "rps": all.len() as f64 / o.seconds,
         "p50_ms": pick(0.50),

@@ -36,19 +36,22 @@ die() { log "error: $*"; exit 1; }
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     log "installing ${need_apt[*]} (apt)"
     # Debian starts nginx on port 80 after install where it can; policy-rc.d forbids that.
+    policy=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
         $sudo chmod +x /usr/sbin/policy-rc.d
-        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+        policy=1
     fi
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2 ||
-        { $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2; }
+    installed=0
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2 && installed=1 ||
+        { $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >&2 && installed=1; } || true
+    ((policy)) && $sudo rm -f /usr/sbin/policy-rc.d
+    ((installed)) || die "apt-get could not install ${need_apt[*]}"
 fi
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 MCP_PROXY_VERSION=0.13.0 SUPERGATEWAY_VERSION=4.0.0 NODE_VERSION=22.23.3

@@ -118,13 +118,41 @@ def main() -> None:
     a50, a99 = statistics.median(added["p50"]), statistics.median(added["p99"])
     goals.append(f"- added latency at {rate} req/s: p50 {a50:.3f} ms (goal 0.3): {'met' if a50 <= 0.3 else 'not met'}; "
                  f"p99 {a99:.3f} ms (goal 1): {'met' if a99 <= 1 else 'not met'}.")
+    # Memory per idle connection.
+    def mem(mode: str, n: int, r: int) -> dict:
+        path = raw / f"memory-{mode}-n{n}-r{r}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            sys.exit(f"report: cannot read {path}: {e}")
+    out += ["## Memory per idle connection", "",
+            "Resident memory (VmRSS) of a fresh mcpgate serve holding 1,000 and 10,000 idle TLS "
+            "connections (after one GET /healthz each) or idle legacy SSE streams (each a session); "
+            "the slope is (RSS at 10,000 - RSS at 1,000) / 9,000. Goals: at most 32 KiB per idle TLS "
+            "connection; 10,000 idle SSE streams in at most 500 MiB in total.", "",
+            "| idle | RSS at start MiB | RSS at 1,000 MiB | RSS at 10,000 MiB | KiB per connection |",
+            "|---|---|---|---|---|"]
+    for mode, label in (("tls", "TLS connections"), ("sse", "SSE streams")):
+        points = [(mem(mode, 1000, r), mem(mode, 10000, r)) for r in range(1, rounds + 1)]
+        slopes = [(b["rss_kib"] - a["rss_kib"]) / 9000 for a, b in points]
+        out.append(f"| {label} | {summary([a['baseline_kib'] / 1024 for a, _ in points], '{:.1f}')} | "
+                   f"{summary([a['rss_kib'] / 1024 for a, _ in points], '{:.1f}')} | "
+                   f"{summary([b['rss_kib'] / 1024 for _, b in points], '{:.1f}')} | "
+                   f"{summary(slopes, '{:.1f}')} |")
+        if mode == "tls":
+            k = statistics.median(slopes)
+            goals.append(f"- idle TLS connection: {k:.1f} KiB each (goal 32): {'met' if k <= 32 else 'not met'}.")
+        else:
+            total = statistics.median(b["rss_kib"] / 1024 for _, b in points)
+            goals.append(f"- 10,000 idle SSE streams: {total:.0f} MiB in total (goal 500): "
+                         f"{'met' if total <= 500 else 'not met'}.")
+    out.append("")
     out[5:5] = ["## Goals, from the tables below (medians)", "", *goals, ""]
     out += ["Failed requests: " + ("; ".join(failures) if failures else "none."), ""]
     out += [
         "## Not measured yet",
         "",
-        "New and resumed TLS handshakes per second, and memory per idle connection and SSE "
-        "stream: see issue 6.",
+        "New and resumed TLS handshakes per second against nginx: see issue 6.",
         "",
     ]
     print("\n".join(out))

@@ -12,6 +12,8 @@
 # concurrency, in an order that rotates from round to round; ratios are taken within a round.
 # Scenario "latency": at a fixed rate below saturation ($RATE, default 2000 req/s over 8
 # connections), p50 and p99 through mcpgate over HTTPS minus the fixture's direct ones.
+# Scenario "memory": resident memory of mcpgate at 1,000 and 10,000 idle TLS connections and
+# idle legacy SSE streams (a fresh process for each point); the slope is the cost of one.
 # Scenario "stdio": tools/call through a bridge to the stdio fixture (`mcpgate demo-server`),
 # plain HTTP for all: mcpgate serve, mcp-proxy (PyPI) and supergateway (npm, --stateful), and
 # a direct stdio client (the limit). Each runs in a network namespace of its own
@@ -199,6 +201,61 @@ for ((r = 1; r <= rounds; r++)); do
         taskset -c "$gen_cpu" "$load" --url "${url[$t]}" --ca "$ca" --connections 8 --rate "$rate" \
             --seconds "$duration" --warmup 1 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
             die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
+    done
+done
+
+# Memory: resident memory of a fresh mcpgate holding 1,000 and then 10,000 idle TLS
+# connections (one GET /healthz each) or legacy SSE streams; the slope is per connection.
+mem_port="$(free_port)"
+cat >"$out/memory.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$mem_port
+  max_sessions: 100000
+  header_read_timeout: 300s
+tls:
+  cert_file: $crt
+  key_file: $key
+logging:
+  level: warn
+mcp_servers:
+  fixture:
+    url: http://127.0.0.1:$fixture_port/mcp
+    transport: http
+EOF
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+memory_point() { # mode connections round
+    local mode="$1" n="$2" r="$3" name="memory-$1-n$2-r$3" gate holder base end
+    MCPGATE_DATA_DIR="$out/data" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/memory.yaml" \
+        >>"$out/logs/memory-mcpgate.log" 2>&1 &
+    gate=$!
+    wait_port "$mem_port"
+    base="$(rss_kib "$gate")"
+    taskset -c "$gen_cpu" "$load" --url "https://127.0.0.1:$mem_port/mcp" --ca "$ca" --idle "$mode" \
+        --connections "$n" --seconds 120 >"$out/raw/$name.idle" 2>"$out/raw/$name.err" &
+    holder=$!
+    end=$((SECONDS + 120))
+    until [[ -s "$out/raw/$name.idle" ]]; do
+        if ((SECONDS >= end)) || ! kill -0 "$holder" 2>/dev/null; then
+            kill "$gate" "$holder" 2>/dev/null || true
+            die "$name: the connections did not all open: $(cat "$out/raw/$name.err")"
+        fi
+        sleep 0.2
+    done
+    sleep 1
+    printf '{"mode":"%s","connections":%s,"baseline_kib":%s,"rss_kib":%s}\n' \
+        "$mode" "$n" "$base" "$(rss_kib "$gate")" >"$out/raw/$name.json"
+    kill "$holder" "$gate" 2>/dev/null || true
+    wait "$holder" "$gate" 2>/dev/null || true
+    # The port must be free again before the next point's server binds it.
+    end=$((SECONDS + 20))
+    while (exec 8<>"/dev/tcp/127.0.0.1/$mem_port") 2>/dev/null && ((SECONDS < end)); do sleep 0.1; done
+}
+(($(ulimit -n) > 10100)) || ulimit -n 20000 2>/dev/null ||
+    die "10,000 connections need more than $(ulimit -n) open files (ulimit -n)"
+for ((r = 1; r <= rounds; r++)); do
+    log "memory: round $r of $rounds"
+    for mode in tls sse; do
+        for n in 1000 10000; do memory_point "$mode" "$n" "$r"; done
     done
 done
 

@@ -12,6 +12,8 @@
 //! ```
 //! `--stdio "COMMAND ARGS"` instead of `--url` talks to a child of its own per connection (the
 //! direct limit for a stdio bridge).
+//! `--idle tls|sse` holds `--connections` idle connections (or legacy SSE streams) open for
+//! `--seconds`, printing `{"idle": N}` once they are all open, for memory per connection.
 //! `--rate N` paces the whole run to N requests per second (spread over the connections), for
 //! latency below saturation (`late` counts requests sent over an interval behind schedule);
 //! without it each connection sends as fast as answers come.
@@ -35,6 +37,10 @@ struct Options {
     warmup: f64,
     rate: Option<f64>,
     tool: String,
+    /// Instead of load: hold this many idle connections ("tls": one GET /healthz each, then
+    /// nothing; "sse": a legacy SSE stream each), print a line when all are open, and keep
+    /// them for --seconds.
+    idle: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -42,6 +48,7 @@ fn options() -> Result<Options, String> {
     let (mut url, mut ca, mut connections, mut seconds, mut warmup, mut rate, mut tool) =
         (None, None, 1, 5.0, 1.0, None, "echo".to_string());
     let mut stdio = None;
+    let mut idle = None;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         let number = |v: String| {
@@ -51,6 +58,11 @@ fn options() -> Result<Options, String> {
         match flag.as_str() {
             "--url" => url = Some(value()?.parse().map_err(|e| format!("--url: {e}"))?),
             "--stdio" => stdio = Some(value()?),
+            "--idle" => {
+                idle = Some(value()?)
+                    .filter(|m| m == "tls" || m == "sse")
+                    .map_or(Err("--idle takes tls or sse".to_string()), |m| Ok(Some(m)))?
+            }
             "--ca" => ca = Some(value()?),
             "--connections" => connections = number(value()?)? as usize,
             "--seconds" => seconds = number(value()?)?,
@@ -77,6 +89,7 @@ fn options() -> Result<Options, String> {
         warmup,
         rate,
         tool,
+        idle,
     })
 }
 
@@ -353,6 +366,64 @@ async fn run_connection(
     }
 }
 
+/// Opens `o.connections` idle connections (64 handshakes at a time), prints
+/// `{"idle": N}` once all are open, and holds them for `o.seconds`.
+async fn hold_idle(
+    o: Arc<Options>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    mode: &str,
+) -> Result<(), String> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let (path, accept) = if mode == "sse" {
+        ("/sse", "text/event-stream")
+    } else {
+        ("/healthz", "*/*")
+    };
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|_| {
+            let (o, tls, gate) = (o.clone(), tls.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+                let mut send = connect(&o, tls.as_ref()).await?;
+                let req = hyper::Request::get(path)
+                    .header(
+                        "host",
+                        o.url.authority().map(|a| a.as_str()).unwrap_or("localhost"),
+                    )
+                    .header("accept", accept)
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let res = send.send_request(req).await.map_err(|e| e.to_string())?;
+                if res.status() != 200 {
+                    return Err(format!("GET {path} answered {}", res.status()));
+                }
+                let mut body = res.into_body();
+                if path == "/sse" {
+                    // The stream's first event (the message endpoint) proves it is open.
+                    body.frame()
+                        .await
+                        .ok_or("the SSE stream ended at once")?
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((send, Some(body)))
+                } else {
+                    body.collect().await.map_err(|e| e.to_string())?;
+                    Ok((send, None))
+                }
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        held.push(t.await.map_err(|e| e.to_string())??);
+    }
+    println!("{}", json!({"idle": held.len(), "mode": mode}));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+    drop(held);
+    Ok(())
+}
+
 fn tls_connector(ca: Option<&str>) -> Result<tokio_rustls::TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = ca {
@@ -389,6 +460,15 @@ async fn main() {
         },
         _ => None,
     };
+    if let Some(mode) = o.idle.clone() {
+        match hold_idle(o.clone(), tls, &mode).await {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("mcp_load: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let start = Instant::now();
     let tasks: Vec<_> = (0..o.connections)
         .map(|i| tokio::spawn(run_connection(o.clone(), tls.clone(), start, i)))

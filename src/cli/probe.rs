@@ -115,36 +115,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<i32> {
         .parse()
         .map_err(|e| anyhow::anyhow!("{:?} is not a URL: {e}", spec.url))?;
     let connector = Connector::new("probe", profile.clone(), spec.timeout);
-    let mut report = Report {
-        schema: "mcpgate.probe/v1",
-        url: spec.url.clone(),
-        trust_source: profile.source.to_string(),
-        ..Report::default()
-    };
-
-    let mut failure = None;
-    if uri.scheme_str() == Some("https") {
-        let (tls, f) = probe_tls(&connector, &uri).await;
-        report.notes = inspect::notes(&tls.chain, &tls_links(&tls));
-        report.tls = Some(tls);
-        failure = f;
-    }
-    if failure.is_none() {
-        let (http, f) = probe_mcp(&spec, connector).await;
-        report.http = Some(http);
-        failure = f;
-    }
-    if let Some(f) = &failure {
-        report.fix = fix_lines(f, &profile.key, report.tls.as_ref());
-        report.verdict = Some(Verdict {
-            class: f.class.as_str(),
-            summary: f.summary.clone(),
-            cause: f.cause.clone(),
-            hint: f.hint.clone(),
-        });
-        report.exit_code = exit_code(f.class);
-    }
-    report.ok = failure.is_none();
+    let report = examine(&spec, &profile, &uri, connector, spec.url.clone()).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -176,15 +147,28 @@ pub async fn check_upstream(upstream: &crate::config::UpstreamSpec) -> Value {
         return json!({"name": upstream.name, "ok": false, "message": "the URL does not parse"});
     };
     let connector = Connector::new(&upstream.name, profile.clone(), spec.timeout);
+    let url = crate::tls::diagnose::redact_url(&spec.url);
+    let report = examine(spec, &profile, &uri, connector, url).await;
+    serde_json::to_value(&report).unwrap_or(Value::Null)
+}
+
+/// TLS (for https), then the MCP handshake and tools/list: the report with its verdict.
+async fn examine(
+    spec: &crate::config::RemoteSpec,
+    profile: &trust::TrustProfile,
+    uri: &Uri,
+    connector: Connector,
+    url: String,
+) -> Report {
     let mut report = Report {
         schema: "mcpgate.probe/v1",
-        url: crate::tls::diagnose::redact_url(&spec.url),
+        url,
         trust_source: profile.source.to_string(),
         ..Report::default()
     };
     let mut failure = None;
     if uri.scheme_str() == Some("https") {
-        let (tls, f) = probe_tls(&connector, &uri).await;
+        let (tls, f) = probe_tls(&connector, uri).await;
         report.notes = inspect::notes(&tls.chain, &tls_links(&tls));
         report.tls = Some(tls);
         failure = f;
@@ -195,6 +179,7 @@ pub async fn check_upstream(upstream: &crate::config::UpstreamSpec) -> Value {
         failure = f;
     }
     if let Some(f) = &failure {
+        report.fix = fix_lines(f, &profile.key, report.tls.as_ref());
         report.verdict = Some(Verdict {
             class: f.class.as_str(),
             summary: f.summary.clone(),
@@ -204,7 +189,7 @@ pub async fn check_upstream(upstream: &crate::config::UpstreamSpec) -> Value {
         report.exit_code = exit_code(f.class);
     }
     report.ok = failure.is_none();
-    serde_json::to_value(&report).unwrap_or(Value::Null)
+    report
 }
 
 fn tls_links(tls: &TlsReport) -> Vec<bool> {

@@ -113,11 +113,13 @@ taskset -c "$sut_cpu" "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"
 pids+=($!)
 wait_port "$fixture_port"
 
-gate_port="$(free_port)"
-cat >"$out/mcpgate.yaml" <<EOF
+# mcpgate in front of the HTTP fixture (the idle timeout is long for the memory scenario).
+gate_yaml() { # port
+    cat <<EOF
 server:
-  listen: 127.0.0.1:$gate_port
+  listen: 127.0.0.1:$1
   max_sessions: 100000
+  header_read_timeout: 300s
 tls:
   cert_file: $crt
   key_file: $key
@@ -128,6 +130,9 @@ mcp_servers:
     url: http://127.0.0.1:$fixture_port/mcp
     transport: http
 EOF
+}
+gate_port="$(free_port)"
+gate_yaml "$gate_port" >"$out/mcpgate.yaml"
 MCPGATE_DATA_DIR="$out/data" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate.yaml" >"$out/logs/mcpgate.log" 2>&1 &
 pids+=($!)
 wait_port "$gate_port"
@@ -207,21 +212,7 @@ done
 # Memory: resident memory of a fresh mcpgate holding 1,000 and then 10,000 idle TLS
 # connections (one GET /healthz each) or legacy SSE streams; the slope is per connection.
 mem_port="$(free_port)"
-cat >"$out/memory.yaml" <<EOF
-server:
-  listen: 127.0.0.1:$mem_port
-  max_sessions: 100000
-  header_read_timeout: 300s
-tls:
-  cert_file: $crt
-  key_file: $key
-logging:
-  level: warn
-mcp_servers:
-  fixture:
-    url: http://127.0.0.1:$fixture_port/mcp
-    transport: http
-EOF
+gate_yaml "$mem_port" >"$out/memory.yaml"
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 memory_point() { # mode connections round
     local mode="$1" n="$2" r="$3" name="memory-$1-n$2-r$3" gate holder base end

@@ -63,6 +63,15 @@ pub fn build(tls: &ListenerTls, data_dir: &Path) -> Result<BuiltServerTls, Confi
             .hint("tls.key_file must be the private key of the first certificate in tls.cert_file (RSA, ECDSA or Ed25519)")
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session tickets (encrypted under a key rustls rotates): resumption works for any
+    // number of clients without a per-session cache on the server.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
+        ConfigError::new(
+            "tls",
+            format!("the session ticket key could not be made: {e}"),
+        )
+        .hint("this is an error of the system's random source; check /dev/urandom")
+    })?;
     Ok(BuiltServerTls {
         config: Arc::new(config),
         watched,

@@ -14,11 +14,15 @@
 # connections), p50 and p99 through mcpgate over HTTPS minus the fixture's direct ones.
 # Scenario "memory": resident memory of mcpgate at 1,000 and 10,000 idle TLS connections and
 # idle legacy SSE streams (a fresh process for each point); the slope is the cost of one.
+# Scenario "handshake": new TLS 1.3 connections per second (examples/tls_handshakes, 16
+# connections, X25519 the only group on both sides), full and resumed (session tickets), against
+# mcpgate serve and nginx with the same ECDSA P-256 certificate and the same RSA-2048 one.
 # Scenario "stdio": tools/call through a bridge to the stdio fixture (`mcpgate demo-server`),
 # plain HTTP for all: mcpgate serve, mcp-proxy (PyPI) and supergateway (npm, --stateful), and
 # a direct stdio client (the limit). Each runs in a network namespace of its own
 # (bench/stdio-one.sh), since supergateway cannot bind loopback only.
-# The load generator runs on CPU 0, the server under test and the fixture on CPU 1.
+# The load generator runs on CPU 0, the server under test and the fixture on CPU 1 (nginx's
+# worker inherits the master's CPU: "worker_cpu_affinity auto" would move it onto CPU 0).
 # Peers are installed into .bench/ (git-ignored), pinned: mcp-proxy, supergateway, Node 22.
 # Raw output goes to $BENCH_OUT (default /tmp/mcpgate-bench), never into the repository.
 set -euo pipefail
@@ -38,6 +42,7 @@ die() { log "error: $*"; exit 1; }
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
@@ -74,9 +79,10 @@ if [[ ! -f "$stamp" ]]; then
 fi
 command -v unshare >/dev/null 2>&1 || die "unshare (util-linux) is needed for the stdio scenario's namespaces"
 log "building mcpgate and the load generator (release)"
-(cd "$repo" && cargo build --release --locked --bin mcpgate --example mcp_load >&2)
+(cd "$repo" && cargo build --release --locked --bin mcpgate --example mcp_load --example tls_handshakes >&2)
 mcpgate="$repo/target/release/mcpgate"
 load="$repo/target/release/examples/mcp_load"
+handshakes="$repo/target/release/examples/tls_handshakes"
 
 cpus="$(nproc)"
 if ((cpus >= 2)); then
@@ -107,6 +113,10 @@ wait_port() {
 
 "$mcpgate" cert --data-dir "$out/ca" server 127.0.0.1 --out "$out/certs" >/dev/null
 crt="$out/certs/127.0.0.1.crt" key="$out/certs/127.0.0.1.key" ca="$out/ca/ca.crt"
+# The RSA-2048 certificate of the handshake scenario (self-signed; the generator pins it).
+rsa_crt="$out/certs/rsa.crt" rsa_key="$out/certs/rsa.key"
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$rsa_key" -out "$rsa_crt" 2>"$out/logs/openssl.log" || die "openssl: $(cat "$out/logs/openssl.log")"
 
 fixture_port="$(free_port)"
 taskset -c "$sut_cpu" "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"$out/logs/fixture.log" 2>&1 &
@@ -114,15 +124,16 @@ pids+=($!)
 wait_port "$fixture_port"
 
 # mcpgate in front of the HTTP fixture (the idle timeout is long for the memory scenario).
-gate_yaml() { # port
+gate_yaml() { # port [cert key]
     cat <<EOF
 server:
   listen: 127.0.0.1:$1
   max_sessions: 100000
   header_read_timeout: 300s
 tls:
-  cert_file: $crt
-  key_file: $key
+  cert_file: ${2:-$crt}
+  key_file: ${3:-$key}
+  curve_preferences: [X25519]
 logging:
   level: warn
 mcp_servers:
@@ -136,12 +147,16 @@ gate_yaml "$gate_port" >"$out/mcpgate.yaml"
 MCPGATE_DATA_DIR="$out/data" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate.yaml" >"$out/logs/mcpgate.log" 2>&1 &
 pids+=($!)
 wait_port "$gate_port"
+gate_rsa_port="$(free_port)"
+gate_yaml "$gate_rsa_port" "$rsa_crt" "$rsa_key" >"$out/mcpgate-rsa.yaml"
+MCPGATE_DATA_DIR="$out/data-rsa" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate-rsa.yaml" >"$out/logs/mcpgate-rsa.log" 2>&1 &
+pids+=($!)
+wait_port "$gate_rsa_port"
 
-nginx_port="$(free_port)"
+nginx_port="$(free_port)" nginx_rsa_port="$(free_port)"
 mkdir -p "$out/nginx"
 cat >"$out/nginx/nginx.conf" <<EOF
 worker_processes 1;
-worker_cpu_affinity auto;
 pid $out/nginx/nginx.pid;
 error_log $out/logs/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -153,6 +168,8 @@ http {
     uwsgi_temp_path $out/nginx/uwsgi;
     scgi_temp_path $out/nginx/scgi;
     upstream fixture { server 127.0.0.1:$fixture_port; keepalive 128; }
+    ssl_ecdh_curve X25519;
+    ssl_session_tickets on;
     server {
         listen 127.0.0.1:$nginx_port ssl;
         ssl_certificate $crt;
@@ -166,11 +183,19 @@ http {
             proxy_buffering off;
         }
     }
+    server {
+        listen 127.0.0.1:$nginx_rsa_port ssl;
+        ssl_certificate $rsa_crt;
+        ssl_certificate_key $rsa_key;
+        ssl_protocols TLSv1.3;
+        location / { return 200; }
+    }
 }
 EOF
 taskset -c "$sut_cpu" "$nginx_bin" -c "$out/nginx/nginx.conf" -e "$out/logs/nginx-error.log" \
     -g 'daemon on;' >"$out/logs/nginx.log" 2>&1 || die "nginx did not start: $(cat "$out/logs/nginx-error.log")"
 wait_port "$nginx_port"
+wait_port "$nginx_rsa_port"
 
 declare -A url
 url[direct]="http://127.0.0.1:$fixture_port/mcp"
@@ -206,6 +231,29 @@ for ((r = 1; r <= rounds; r++)); do
         taskset -c "$gen_cpu" "$load" --url "${url[$t]}" --ca "$ca" --connections 8 --rate "$rate" \
             --seconds "$duration" --warmup 1 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
             die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
+    done
+done
+
+# New TLS connections per second: full handshakes, then resumed ones, for each server and
+# certificate, in an order that rotates from round to round.
+declare -A hs_port hs_cert
+hs_port[mcpgate-ecdsa]="$gate_port" hs_port[mcpgate-rsa]="$gate_rsa_port"
+hs_port[nginx-ecdsa]="$nginx_port" hs_port[nginx-rsa]="$nginx_rsa_port"
+hs_cert[ecdsa]="$crt" hs_cert[rsa]="$rsa_crt"
+hs_targets=(mcpgate-ecdsa nginx-ecdsa mcpgate-rsa nginx-rsa)
+for ((r = 1; r <= rounds; r++)); do
+    log "handshakes: round $r of $rounds"
+    for kind in new resumed; do
+        for ((i = 0; i < ${#hs_targets[@]}; i++)); do
+            t="${hs_targets[$(((i + r) % ${#hs_targets[@]}))]}"
+            name="handshake-$t-$kind-r$r"
+            resume=()
+            [[ "$kind" == resumed ]] && resume=(--resume)
+            taskset -c "$gen_cpu" "$handshakes" --addr "127.0.0.1:${hs_port[$t]}" --cert "${hs_cert[${t#*-}]}" \
+                --connections 16 --seconds "$duration" --warmup 0.5 ${resume[@]+"${resume[@]}"} \
+                >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
+                die "the handshake generator failed for $name: $(cat "$out/raw/$name.err")"
+        done
     done
 done
 

@@ -9,7 +9,13 @@ use serde_json::{Map, Value, json};
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// 2026-07-28: an `Mcp-*` header disagrees with the body (HeaderMismatch).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: the request's protocol version is not one the server speaks.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// The upstream failed (exited, restarting, timed out, unreachable).
     pub const UPSTREAM_UNAVAILABLE: i64 = -32000;
     pub const UPSTREAM_TIMEOUT: i64 = -32001;

@@ -4,6 +4,7 @@
 //! attaches every session to it (ids remapped by the hub). Sessions idle longer than the
 //! limit, with no stream open, are closed and their children stopped.
 
+pub mod bridge;
 pub mod fanout;
 pub mod session;
 
@@ -32,6 +33,8 @@ pub struct Router {
     pub health: Arc<Health>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: Limits,
+    /// The upstream session 2026-07-28 (stateless) requests go through, once one came.
+    bridge: tokio::sync::Mutex<Option<Arc<bridge::Bridge>>>,
 }
 
 /// Where sessions' upstreams come from.
@@ -71,6 +74,7 @@ impl Router {
             health: Arc::new(Health::new("gateway")),
             sessions: Mutex::new(HashMap::new()),
             limits,
+            bridge: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -110,6 +114,7 @@ impl Router {
             health,
             sessions: Mutex::new(HashMap::new()),
             limits,
+            bridge: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -246,6 +251,7 @@ impl Router {
         for s in all {
             s.close();
         }
+        self.close_bridge();
         if let Source::Stdio {
             shared: Some(h), ..
         } = &self.source

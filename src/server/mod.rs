@@ -7,6 +7,7 @@
 mod body;
 mod guard;
 mod legacy;
+mod modern;
 mod reply;
 mod streamable;
 

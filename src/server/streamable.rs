@@ -1,4 +1,5 @@
-//! Streamable HTTP at `/mcp` (MCP 2025-03-26, 2025-06-18, 2025-11-25).
+//! Streamable HTTP at `/mcp` (MCP 2025-03-26, 2025-06-18, 2025-11-25; the stateless 2026-07-28
+//! requests branch off to `modern`).
 //!
 //! POST carries client messages: notifications and responses get 202; requests get their
 //! response as JSON when the upstream's first word on it is the response itself, or as an SSE
@@ -39,6 +40,9 @@ pub async fn handle(
 ) -> Response<Body> {
     match *req.method() {
         Method::POST => post(app, router, conn, req).await,
+        Method::GET | Method::DELETE if super::modern::header_is_modern(req.headers()) => {
+            super::modern::not_allowed()
+        }
         Method::GET => get(router, req),
         Method::DELETE => delete(router, req),
         _ => {
@@ -226,6 +230,15 @@ async fn post(
         Ok(b) => b,
         Err(r) => return r,
     };
+    if super::modern::claims(&headers, &body) {
+        if !acc.json {
+            return reply::error(
+                StatusCode::NOT_ACCEPTABLE,
+                "Accept must include application/json: mcpgate answers 2026-07-28 requests as JSON",
+            );
+        }
+        return super::modern::post(router, &headers, body, app.limits.request_timeout).await;
+    }
     let is_initialize =
         jsonrpc::kind(&body) == Kind::Request && jsonrpc::method(&body) == Some("initialize");
     let (session, created) = if is_initialize {

@@ -124,6 +124,34 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional); `None` for any other character.
+pub fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text = input.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= digit(*c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Some(out)
+}
+
 /// A DER certificate as a PEM block.
 pub fn cert_pem(der: &[u8]) -> String {
     let b64 = base64(der);
@@ -139,6 +167,27 @@ pub fn cert_pem(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_decodes_what_it_encodes() {
+        for text in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "caf\u{e9} \u{1f600}",
+        ] {
+            assert_eq!(
+                base64_decode(&base64(text.as_bytes())).as_deref(),
+                Some(text.as_bytes())
+            );
+        }
+        assert_eq!(base64_decode("Zm9v!"), None);
+        assert_eq!(base64_decode("Z"), None);
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

@@ -17,6 +17,7 @@ mod metrics;
 mod probe_command;
 mod registry;
 mod remote_upstream;
+mod revision_2026;
 mod streamable_http;
 mod tls_surface;
 mod trust_engine;

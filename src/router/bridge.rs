@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use super::session::{Flavor, Session, stream_channel};
 use super::{CreateError, Router};
@@ -47,7 +48,7 @@ impl Router {
             "capabilities": {},
             "clientInfo": {"name": "mcpgate", "version": env!("CARGO_PKG_VERSION")},
         });
-        let answer = bridge.call("initialize", params, timeout).await;
+        let answer = bridge.call("initialize", params, timeout, None).await;
         let Some(result) = answer.get("result").filter(|r| r.is_object()).cloned() else {
             bridge.session.close();
             let why = answer
@@ -93,9 +94,16 @@ impl Router {
 
 impl Bridge {
     /// Sends one request upstream and waits for its response frame (with mcpgate's id; the
-    /// caller puts its client's back). A server-to-client request arriving meanwhile is
+    /// caller puts its client's back). Notifications tied to the request (progress, log
+    /// messages) go to `notes` when given. A server-to-client request arriving meanwhile is
     /// refused: the 2026-07-28 revision has no way to deliver it.
-    pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Value {
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+        notes: Option<&mpsc::Sender<Value>>,
+    ) -> Value {
         let id = Value::String(format!(
             "mcpgate-{}",
             self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -127,7 +135,12 @@ impl Bridge {
                         return f;
                     }
                     Kind::Request => self.refuse_server_request(&f),
-                    _ => {}
+                    Kind::Notification => {
+                        if let Some(n) = notes {
+                            let _ = n.send(f).await;
+                        }
+                    }
+                    Kind::Invalid => {}
                 },
                 Ok(None) => {
                     pending.done = true;

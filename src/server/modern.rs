@@ -7,19 +7,22 @@
 //! (UnsupportedProtocolVersion, -32022) and that the method exists in the revision (-32601,
 //! HTTP 404); answers `server/discover` itself; and carries the rest to the upstream through
 //! the router's bridge session (2025-11-25 on the upstream side), shaping each result as the
-//! revision asks (`resultType`, `serverInfo`, cache hints). Answers are JSON; closing the
-//! exchange early cancels the request upstream.
+//! revision asks (`resultType`, `serverInfo`, cache hints). An answer is JSON, or an SSE stream
+//! scoped to the request when notifications (progress) come before it; closing the exchange
+//! early cancels the request upstream.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::body::Body;
+use super::body::{Body, SseBody};
 use super::reply;
 use super::streamable::{KNOWN_VERSIONS, VERSION_HEADER};
 use crate::jsonrpc::{self, Kind, code};
+use crate::router::session::stream_channel;
 use crate::router::{CreateError, Router};
 
 /// The stateless revisions mcpgate speaks.
@@ -102,6 +105,7 @@ pub async fn post(
     headers: &HeaderMap,
     body: Value,
     timeout: std::time::Duration,
+    sse: bool,
 ) -> Response<Body> {
     let invalid = |why: &str| {
         failure(
@@ -206,19 +210,58 @@ pub async fn post(
         Ok(b) => b,
         Err(e) => return unavailable(id, e),
     };
-    let mut answer = bridge.call(&method, upstream_params(params), timeout).await;
-    if answer.pointer("/error/code").and_then(Value::as_i64) == Some(code::UPSTREAM_UNAVAILABLE) {
-        router.drop_bridge(&bridge).await;
-    }
-    jsonrpc::replace_id(&mut answer, id);
-    let status = match answer.pointer("/error/code").and_then(Value::as_i64) {
-        Some(code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
-        _ => StatusCode::OK,
+    // The call runs in a task of its own, so its answer can stream: notifications first (on
+    // SSE, for a client that takes it), then the response. Dropping the HTTP exchange aborts
+    // the task, which cancels the request upstream.
+    let (tx, mut rx) = stream_channel();
+    let call = {
+        let (router, id, method) = (router.clone(), id.clone(), method.clone());
+        let params = upstream_params(params);
+        tokio::spawn(async move {
+            let notes = sse.then_some(&tx);
+            let mut answer = bridge.call(&method, params, timeout, notes).await;
+            let code = answer.pointer("/error/code").and_then(Value::as_i64);
+            if code == Some(code::UPSTREAM_UNAVAILABLE) {
+                router.drop_bridge(&bridge).await;
+            }
+            jsonrpc::replace_id(&mut answer, id);
+            if let Some(result) = answer.get_mut("result").and_then(Value::as_object_mut) {
+                shape_result(result, &method, &bridge.init);
+            }
+            let _ = tx.send(answer).await;
+        })
     };
-    if let Some(result) = answer.get_mut("result").and_then(Value::as_object_mut) {
-        shape_result(result, &method, &bridge.init);
+    let guard = AbortOnDrop(call.abort_handle());
+    let Some(first) = rx.recv().await else {
+        return failure(
+            StatusCode::BAD_GATEWAY,
+            id,
+            code::INTERNAL_ERROR,
+            "the request ended without an answer".into(),
+            None,
+        );
+    };
+    if jsonrpc::kind(&first) == Kind::Response {
+        let status = match first.pointer("/error/code").and_then(Value::as_i64) {
+            Some(code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+            _ => StatusCode::OK,
+        };
+        return reply::json(status, &first);
     }
-    reply::json(status, &answer)
+    let prelude = crate::transport::sse::message(&first);
+    let awaiting = HashMap::from([(jsonrpc::id_key(&id), id)]);
+    super::streamable::sse_response(
+        SseBody::until_answered(rx, Some(prelude), awaiting, timeout).on_drop(move || drop(guard)),
+    )
+}
+
+/// Aborts the bridged call when the exchange that waits for it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn header_version(headers: &HeaderMap) -> Option<&str> {

@@ -237,7 +237,8 @@ async fn post(
                 "Accept must include application/json: mcpgate answers 2026-07-28 requests as JSON",
             );
         }
-        return super::modern::post(router, &headers, body, app.limits.request_timeout).await;
+        return super::modern::post(router, &headers, body, app.limits.request_timeout, acc.sse)
+            .await;
     }
     let is_initialize =
         jsonrpc::kind(&body) == Kind::Request && jsonrpc::method(&body) == Some("initialize");

@@ -332,3 +332,42 @@ async fn the_gateway_serves_stateless_clients_over_many_upstreams() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn progress_comes_first_on_a_stream_scoped_to_the_request() {
+    let (_pki, gate, client) = start(&demo_upstream(""));
+    let mut c = client.connect(gate.addr).await.unwrap();
+    let mut slow = request(
+        json!("p1"),
+        "tools/call",
+        json!({"name": "slow", "arguments": {"seconds": 0.4}}),
+    );
+    slow["params"]["_meta"]["progressToken"] = json!("tok");
+    let r = call(&mut c, &slow).await;
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
+    let msgs = r.messages();
+    let progress: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 4, "{msgs:?}");
+    assert_eq!(progress[0]["params"]["progressToken"], "tok");
+    let last = msgs.last().unwrap();
+    assert_eq!(
+        (last["id"].clone(), last["result"]["resultType"].clone()),
+        (json!("p1"), json!("complete"))
+    );
+    // A client that takes JSON only gets the answer alone.
+    let h = headers(&slow);
+    let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("accept", "application/json"));
+    let r = c.request("POST", "/mcp", Some(&slow), &h).await.unwrap();
+    assert_eq!(r.json()["id"], "p1", "{}", r.body);
+}

@@ -4,22 +4,27 @@
 #   2. a front serve over HTTPS reaching, over HTTPS, a back serve in front of the same fixture.
 # Each run compares against a checked-in baseline of known failures (tests/conformance/*.yaml);
 # the suite fails on a new failure and on a baseline entry that now passes, so the baselines
-# can only shrink. Installs the suite and Node 22 from npm into .conformance/, idempotently.
+# can only shrink. The 2026-07-28 revision's scenarios come from the suite's next line
+# (installed beside it as `conformance-next`), run with `--requirements 2026-07-28` against both
+# setups. Installs the suites and Node 22 from npm into .conformance/, idempotently.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SUITE_VERSION=0.1.16
+NEXT_SUITE_VERSION=0.2.0-alpha.12
 NODE_VERSION=22.23.3
 dir=.conformance
-stamp="$dir/.installed-$SUITE_VERSION-$NODE_VERSION"
+stamp="$dir/.installed-$SUITE_VERSION-$NEXT_SUITE_VERSION-$NODE_VERSION"
 if [[ ! -f "$stamp" ]]; then
-    echo "conformance: installing @modelcontextprotocol/conformance@$SUITE_VERSION and node@$NODE_VERSION from npm" >&2
+    echo "conformance: installing @modelcontextprotocol/conformance@$SUITE_VERSION and @$NEXT_SUITE_VERSION, node@$NODE_VERSION from npm" >&2
     mkdir -p "$dir"
-    npm install --silent --no-audit --no-fund --prefix "$dir" "@modelcontextprotocol/conformance@$SUITE_VERSION" "node@$NODE_VERSION" >&2
+    npm install --silent --no-audit --no-fund --prefix "$dir" "@modelcontextprotocol/conformance@$SUITE_VERSION" \
+        "conformance-next@npm:@modelcontextprotocol/conformance@$NEXT_SUITE_VERSION" "node@$NODE_VERSION" >&2
     touch "$stamp"
 fi
 node="$dir/node_modules/.bin/node"
 suite="$dir/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+next_suite="$dir/node_modules/conformance-next/dist/index.js"
 bin="${MCPGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/mcpgate}"
 [[ -x "$bin" ]] || { echo "conformance: $bin is missing: run cargo build" >&2; exit 1; }
 
@@ -96,6 +101,16 @@ echo "== conformance: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"
 # From the pending suite: JSON Schema 2020-12 keywords must pass through both hops unchanged.
 echo "== conformance: json-schema-2020-12 (pending suite) through both hops"
 "$node" "$suite" server --url "$front/mcp" --scenario json-schema-2020-12 || status=1
+# The 2026-07-28 revision: every scenario it requires, against both setups; the raw-socket
+# header scenario speaks plain HTTP only, so it runs against the plain listener as well.
+echo "== conformance 2026-07-28: serve -> stdio fixture ($direct/mcp)"
+"$node" "$next_suite" server --url "$direct/mcp" --requirements 2026-07-28 \
+    --expected-failures tests/conformance/serve-2026-baseline.yaml || status=1
+echo "== conformance 2026-07-28: serve -> HTTPS -> serve -> stdio fixture ($front/mcp)"
+"$node" "$next_suite" server --url "$front/mcp" --requirements 2026-07-28 \
+    --expected-failures tests/conformance/gateway-2026-baseline.yaml || status=1
+echo "== conformance 2026-07-28: http-header-validation against plain HTTP ($plain/mcp)"
+"$node" "$next_suite" server --url "$plain/mcp" --scenario http-header-validation || status=1
 # Client scenarios: the official Python SDK client reaches the suite's servers through
 # `mcpgate connect` (tests/conformance/client.py).
 scripts/python-env.sh

@@ -52,11 +52,16 @@ pub fn tools() -> Vec<Value> {
             "test_elicitation_sep1330_enums",
             "Elicitation with every enum variant.",
         ),
-        // Passed through verbatim: `$schema`, `$defs` and `additionalProperties` must survive the gateway.
+        // Passed through verbatim: `$schema`, `$defs` (with `$anchor`), composition and
+        // conditional keywords and `additionalProperties` must survive the gateway.
         json!({"name": "json_schema_2020_12_tool", "description": "Tool with JSON Schema 2020-12 features", "inputSchema": {
             "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-            "$defs": {"address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
-            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                "contactMethod": {"type": "string", "enum": ["phone", "email"]}, "phone": {"type": "string"}, "email": {"type": "string"}},
+            "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+            "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+            "then": {"required": ["phone"]}, "else": {"required": ["email"]},
             "additionalProperties": false}}),
     ]
 }

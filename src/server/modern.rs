@@ -217,6 +217,7 @@ pub async fn post(
     let call = {
         let (router, id, method) = (router.clone(), id.clone(), method.clone());
         let params = upstream_params(params);
+        let uri = params.get("uri").cloned();
         tokio::spawn(async move {
             let notes = sse.then_some(&tx);
             let mut answer = bridge.call(&method, params, timeout, notes).await;
@@ -225,6 +226,9 @@ pub async fn post(
                 router.drop_bridge(&bridge).await;
             }
             jsonrpc::replace_id(&mut answer, id);
+            if method == "resources/read" {
+                resource_not_found(&mut answer, uri);
+            }
             if let Some(result) = answer.get_mut("result").and_then(Value::as_object_mut) {
                 shape_result(result, &method, &bridge.init);
             }
@@ -253,6 +257,22 @@ pub async fn post(
     super::streamable::sse_response(
         SseBody::until_answered(rx, Some(prelude), awaiting, timeout).on_drop(move || drop(guard)),
     )
+}
+
+/// A 2025 server's "resource not found" (-32002) as the 2026-07-28 revision words it: invalid
+/// params (-32602), with the URI in `data`.
+fn resource_not_found(answer: &mut Value, uri: Option<Value>) {
+    let Some(error) = answer.get_mut("error").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if error.get("code").and_then(Value::as_i64) != Some(-32002) {
+        return;
+    }
+    error.insert("code".into(), json!(code::INVALID_PARAMS));
+    let data = error.entry("data").or_insert_with(|| json!({}));
+    if let (Some(d), Some(uri)) = (data.as_object_mut(), uri) {
+        d.entry("uri").or_insert(uri);
+    }
 }
 
 /// Aborts the bridged call when the exchange that waits for it is dropped.

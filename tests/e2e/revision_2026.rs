@@ -371,3 +371,21 @@ async fn progress_comes_first_on_a_stream_scoped_to_the_request() {
     let r = c.request("POST", "/mcp", Some(&slow), &h).await.unwrap();
     assert_eq!(r.json()["id"], "p1", "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_missing_resource_is_worded_as_the_revision_asks() {
+    let (_pki, gate, client) = start(&format!(
+        "mcp_servers:\n  demo:\n    command: {}\n    args: [demo-server, --conformance]\n",
+        mcpgate_bin()
+    ));
+    let mut c = client.connect(gate.addr).await.unwrap();
+    let read = request(json!(1), "resources/read", json!({"uri": "test://nowhere"}));
+    let r = call(&mut c, &read).await;
+    let e = &r.json()["error"];
+    assert_eq!(
+        (e["code"].clone(), e["data"]["uri"].clone()),
+        (json!(-32602), json!("test://nowhere")),
+        "{}",
+        r.body
+    );
+}

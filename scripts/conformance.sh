@@ -31,7 +31,9 @@ bin="${MCPGATE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/mcpgate}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # start_serve runs in a command substitution (a subshell): its pids come back in files.
+    for f in "$work"/*.pid; do [[ -f "$f" ]] && pids+=("$(cat "$f")"); done
+    for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -41,7 +43,7 @@ trap cleanup EXIT
 start_serve() {
     local config="$1" out="$1.out"
     MCPGATE_DATA_DIR="$work/data" "$bin" serve --config "$config" >"$out" 2>"$config.log" &
-    pids+=($!)
+    echo $! >"$config.pid"
     for _ in $(seq 1 100); do
         if grep -q "listening on" "$out" 2>/dev/null; then
             grep -o 'listening on [^ ]*' "$out" | head -1 | cut -d' ' -f3

@@ -42,6 +42,10 @@ pub enum Command {
         /// Serve Streamable HTTP (plain, JSON answers) on this address instead of stdio.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+        /// With --http: speak only the stateless 2026-07-28 revision (refuse initialize), as
+        /// servers built on it alone do.
+        #[arg(long, requires = "http")]
+        stateless_only: bool,
     },
 }
 
@@ -81,6 +85,7 @@ pub fn run() -> i32 {
                 test_tools,
                 conformance,
                 http: None,
+                ..
             } => crate::demo::run(test_tools, conformance)
                 .await
                 .map_err(anyhow::Error::from),
@@ -88,7 +93,8 @@ pub fn run() -> i32 {
                 test_tools,
                 conformance,
                 http: Some(addr),
-            } => crate::demo::run_http(addr, test_tools, conformance)
+                stateless_only,
+            } => crate::demo::run_http(addr, test_tools, conformance, stateless_only)
                 .await
                 .map_err(anyhow::Error::from),
         }

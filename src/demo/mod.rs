@@ -31,11 +31,13 @@ struct Demo {
 }
 
 /// Serves the demo tools over plain-HTTP Streamable HTTP at `/mcp` until killed: JSON answers
-/// only, no per-request state (the benchmark fixture: it must never be the bottleneck).
+/// only, no per-request state (the benchmark fixture: it must never be the bottleneck). With
+/// `stateless_only`, it speaks the 2026-07-28 revision alone (see `stateless_answer`).
 pub async fn run_http(
     addr: std::net::SocketAddr,
     test_tools: bool,
     conformance: bool,
+    stateless_only: bool,
 ) -> std::io::Result<()> {
     use http_body_util::{BodyExt, Full};
     use hyper::{Method, Response, StatusCode};
@@ -101,6 +103,7 @@ pub async fn run_http(
                             Method::DELETE => return Ok(reply(StatusCode::OK, None, false)),
                             _ => return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, None, false)),
                         }
+                        let headers = req.headers().clone();
                         let body = match req.into_body().collect().await {
                             Ok(b) => b.to_bytes(),
                             Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, None, false)),
@@ -119,6 +122,10 @@ pub async fn run_http(
                         if jsonrpc::kind(&msg) != Kind::Request {
                             return Ok(reply(StatusCode::ACCEPTED, None, false));
                         }
+                        if stateless_only {
+                            let (status, answer) = stateless_answer(&demo, &headers, msg).await;
+                            return Ok(reply(status, Some(answer), false));
+                        }
                         let init = jsonrpc::method(&msg) == Some("initialize");
                         Ok(reply(StatusCode::OK, Some(demo.answer(msg).await), init))
                     }
@@ -129,6 +136,75 @@ pub async fn run_http(
                     .await;
         });
     }
+}
+
+/// A 2026-07-28-only server's answer: a session's initialize refused (-32022, 400), the
+/// routing headers checked (-32020, 400), `server/discover` answered, the rest as usual with
+/// `resultType`; the status to send it with.
+async fn stateless_answer(
+    demo: &Demo,
+    headers: &hyper::HeaderMap,
+    msg: Value,
+) -> (hyper::StatusCode, Value) {
+    use crate::transport::stateless::{self, META_SERVER_INFO, META_VERSION, VERSIONS};
+    use hyper::StatusCode;
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = jsonrpc::method(&msg).unwrap_or_default().to_string();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let version = msg
+        .pointer("/params/_meta")
+        .and_then(|m| m.get(META_VERSION))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let refuse = |code: i64, message: &str, data: Value| {
+        let mut e = jsonrpc::error(id.clone(), code, message);
+        e["error"]["data"] = data;
+        (StatusCode::BAD_REQUEST, e)
+    };
+    if method == "initialize" || !VERSIONS.contains(&version) {
+        return refuse(
+            jsonrpc::code::UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            json!({"supported": VERSIONS, "requested": version}),
+        );
+    }
+    let name =
+        stateless::name_of(&method, msg.get("params").unwrap_or(&Value::Null)).map(|(_, n)| n);
+    if header("mcp-protocol-version") != version
+        || header(stateless::METHOD_HEADER) != method
+        || name.is_some_and(|n| {
+            stateless::decode_name(header(stateless::NAME_HEADER)).as_deref() != Some(n)
+        })
+    {
+        return refuse(
+            jsonrpc::code::HEADER_MISMATCH,
+            "Header mismatch",
+            Value::Null,
+        );
+    }
+    let info = json!({"name": "mcpgate-demo-stateless", "version": env!("CARGO_PKG_VERSION")});
+    let mut answer = if method == "server/discover" {
+        let init = demo.initialize(&json!({}));
+        json!({"jsonrpc": "2.0", "id": id, "result": {"supportedVersions": VERSIONS,
+            "capabilities": {"tools": {}}, "instructions": init["instructions"],
+            "ttlMs": 0, "cacheScope": "private"}})
+    } else {
+        demo.answer(msg).await
+    };
+    if let Some(r) = answer.get_mut("result").and_then(Value::as_object_mut) {
+        r.insert("resultType".into(), json!("complete"));
+        r.insert("_meta".into(), json!({META_SERVER_INFO: info}));
+    }
+    let status = match answer.pointer("/error/code").and_then(Value::as_i64) {
+        Some(jsonrpc::code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    };
+    (status, answer)
 }
 
 /// Runs the demo server on stdin/stdout until stdin closes.

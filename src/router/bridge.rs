@@ -20,7 +20,7 @@ use super::{CreateError, Router};
 use crate::jsonrpc::{self, Kind, code};
 
 /// The revision the bridge speaks to the upstream.
-pub const UPSTREAM_VERSION: &str = "2025-11-25";
+pub const UPSTREAM_VERSION: &str = crate::transport::stateless::LATEST_SESSION_VERSION;
 
 pub struct Bridge {
     session: Arc<Session>,

@@ -25,25 +25,11 @@ use crate::jsonrpc::{self, Kind, code};
 use crate::router::session::stream_channel;
 use crate::router::{CreateError, Router};
 
-/// The stateless revisions mcpgate speaks.
-pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
+use crate::transport::stateless::{
+    self, CARRIED as BRIDGED, META_CAPABILITIES, META_PREFIX, META_SERVER_INFO, META_VERSION,
+    VERSIONS as MODERN_VERSIONS,
+};
 
-const META_PREFIX: &str = "io.modelcontextprotocol/";
-const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
-
-/// The revision's request methods mcpgate carries to the upstream.
-const BRIDGED: &[&str] = &[
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "completion/complete",
-];
 /// Results that must carry cache hints (`ttlMs`, `cacheScope`).
 const CACHEABLE: &[&str] = &[
     "tools/list",
@@ -351,18 +337,13 @@ fn check_headers(
     )?;
     agree(
         "Mcp-Method",
-        single(headers, "mcp-method")?,
+        single(headers, stateless::METHOD_HEADER)?,
         method,
         "method",
     )?;
-    let (field, name) = match method {
-        "tools/call" | "prompts/get" => ("params.name", params.get("name")),
-        "resources/read" => ("params.uri", params.get("uri")),
-        _ => ("", None),
-    };
-    let header = single(headers, "mcp-name")?;
-    match (name.and_then(Value::as_str), header) {
-        (Some(body), h) => {
+    let header = single(headers, stateless::NAME_HEADER)?;
+    match (stateless::name_of(method, params), header) {
+        (Some((field, body)), h) => {
             let decoded = h.map(decode_name).transpose()?;
             agree("Mcp-Name", decoded.as_deref(), body, field)
         }
@@ -375,18 +356,9 @@ fn check_headers(
 
 /// `Mcp-Name` as sent: verbatim, or `=?base64?...?=` around UTF-8 in canonical base64.
 fn decode_name(value: &str) -> Result<String, String> {
-    let Some(payload) = value
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    else {
-        return Ok(value.to_string());
-    };
-    crate::tls::pem::base64_decode(payload)
-        .filter(|bytes| crate::tls::pem::base64(bytes) == payload)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            format!("Header mismatch: Mcp-Name {value:?} is not canonical base64 of UTF-8 text")
-        })
+    stateless::decode_name(value).ok_or_else(|| {
+        format!("Header mismatch: Mcp-Name {value:?} is not canonical base64 of UTF-8 text")
+    })
 }
 
 /// The request's params as a 2025 upstream takes them: the revision's own `_meta` keys off.

@@ -30,7 +30,7 @@ use crate::router::{Flavor, Router, Session};
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Revisions whose HTTP transport mcpgate speaks.
-pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub const KNOWN_VERSIONS: &[&str] = crate::transport::stateless::SESSION_VERSIONS;
 
 pub async fn handle(
     app: &Arc<App>,

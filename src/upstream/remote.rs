@@ -1,6 +1,8 @@
 //! The remote upstream: an MCP client over HTTPS, Streamable HTTP (2025-03-26 onward) or the
 //! legacy HTTP+SSE transport, with `auto` trying Streamable HTTP first and falling back to SSE
-//! when the server answers the initialize POST with 400, 404 or 405.
+//! when the server answers the initialize POST with 400, 404 or 405. A server that refuses the
+//! session because it speaks only the stateless 2026-07-28 revision (-32022) is reached with
+//! stateless requests instead, the session's initialize answered from `server/discover`.
 //!
 //! Messages are sent in the order they came: each waits until the previous one was accepted
 //! (response headers received); bodies stream on in their own tasks, so long calls overlap.
@@ -30,7 +32,7 @@ use super::health::{Health, State as HealthState};
 use crate::config::{RemoteSpec, RemoteTransport};
 use crate::jsonrpc::{self, Kind, code};
 use crate::tls::diagnose::{self, ErrorClass, Failure};
-use crate::transport::sse;
+use crate::transport::{sse, stateless};
 
 pub struct RemoteUpstream {
     name: String,
@@ -95,6 +97,9 @@ enum Mode {
     Unknown,
     Streamable,
     Sse,
+    /// The server speaks only the stateless 2026-07-28 revision: the session's initialize is
+    /// answered from `server/discover`, and each request goes as a stateless POST.
+    Stateless,
 }
 
 impl RemoteUpstream {
@@ -165,10 +170,12 @@ impl RemoteUpstream {
         self.lock().redirects.clone()
     }
 
-    /// The transport in use: `streamable_http`, `sse`, or `unknown` before the first answer.
+    /// The transport in use: `streamable_http`, `sse`, `stateless_http` (2026-07-28 only), or
+    /// `unknown` before the first answer.
     pub fn transport_in_use(&self) -> &'static str {
         match self.lock().mode {
             Mode::Streamable => "streamable_http",
+            Mode::Stateless => "stateless_http",
             Mode::Sse => "sse",
             Mode::Unknown => "unknown",
         }
@@ -183,7 +190,7 @@ impl RemoteUpstream {
             (st.url.clone(), st.session.clone())
         };
         if let (Some(url), Some(_)) = (url, session) {
-            let req = self.request(Method::DELETE, &url, None, "application/json");
+            let req = self.request(Method::DELETE, &url, None, "application/json", &[]);
             if let Ok(req) = req {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await;
@@ -253,7 +260,11 @@ impl RemoteUpstream {
                     if let Some(a) = a {
                         crate::metrics::request(&self.name, &a.method, false, a.sent.elapsed());
                     }
-                    sink.response(jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, f.one_line()));
+                    sink.response(jsonrpc::error(
+                        id.clone(),
+                        code::UPSTREAM_UNAVAILABLE,
+                        f.one_line(),
+                    ));
                 }
             }
         }
@@ -277,7 +288,8 @@ impl RemoteUpstream {
                 _ = stop.wait_for(|s| *s) => return,
             }
             let url = self.current_url();
-            let Ok(mut req) = self.request(Method::GET, &url, None, "text/event-stream") else {
+            let Ok(mut req) = self.request(Method::GET, &url, None, "text/event-stream", &[])
+            else {
                 return;
             };
             let Ok(id) = HeaderValue::from_str(&last) else {
@@ -325,6 +337,7 @@ impl RemoteUpstream {
         let mode = self.lock().mode;
         match mode {
             Mode::Sse => self.send_sse(sink, frame).await,
+            Mode::Stateless => self.send_stateless(sink, frame).await,
             Mode::Streamable | Mode::Unknown => {
                 let body = Bytes::from(frame.to_string());
                 let url = self.current_url();
@@ -337,6 +350,23 @@ impl RemoteUpstream {
                     )
                     .await?;
                 let status = resp.status();
+                let initialize = jsonrpc::method(frame) == Some("initialize");
+                if mode == Mode::Unknown && initialize && status == StatusCode::BAD_REQUEST {
+                    // A server that speaks only 2026-07-28 refuses a session with -32022.
+                    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    let answer = body
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .unwrap_or(Value::Null);
+                    if stateless::refuses_sessions(&answer) {
+                        tracing::info!(upstream = %self.name, "the server speaks only MCP 2026-07-28: its session is bridged to stateless requests");
+                        self.lock().mode = Mode::Stateless;
+                        return self.send_stateless(sink, frame).await;
+                    }
+                    tracing::info!(upstream = %self.name, "{} answered {status} to a Streamable HTTP POST; trying the legacy SSE transport", diagnose::redact_url(&url.to_string()));
+                    self.lock().mode = Mode::Sse;
+                    return self.send_sse(sink, frame).await;
+                }
                 if mode == Mode::Unknown
                     && matches!(
                         status,
@@ -353,6 +383,128 @@ impl RemoteUpstream {
                 self.streamable_answer(sink, frame, resp, &url).await
             }
         }
+    }
+
+    /// A 2025 session's message to a server that speaks only 2026-07-28: initialize answered
+    /// from `server/discover`, ping locally, the revision's requests sent stateless with the
+    /// envelope and routing headers; what the revision lacks is refused with the reason.
+    async fn send_stateless(
+        self: &Arc<Self>,
+        sink: &Arc<dyn Sink>,
+        frame: &Value,
+    ) -> Result<(), Failure> {
+        // Notifications (initialized, cancelled) and answers have no place in the revision.
+        if jsonrpc::kind(frame) != Kind::Request {
+            return Ok(());
+        }
+        let id = frame.get("id").cloned().unwrap_or(Value::Null);
+        let method = jsonrpc::method(frame).unwrap_or_default();
+        let answer = |result: Value| serde_json::json!({"jsonrpc": "2.0", "id": id.clone(), "result": result});
+        match method {
+            "initialize" => {
+                let discover = serde_json::json!({"jsonrpc": "2.0", "id": "mcpgate-discover",
+                    "method": "server/discover", "params": stateless::with_envelope(None)});
+                let url = self.current_url();
+                let resp = self.post_stateless(&url, &discover).await?;
+                if !resp.status().is_success() {
+                    return Err(self.status_failure(resp.status(), &url, resp).await);
+                }
+                let found = read_answer(resp).await;
+                let Some(d) = found.as_ref().and_then(|a| a.get("result")) else {
+                    let why = found
+                        .as_ref()
+                        .and_then(|a| a.pointer("/error/message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("no result");
+                    let why = format!(
+                        "upstream {:?} speaks only MCP 2026-07-28 and its server/discover failed: {why}",
+                        self.name
+                    );
+                    self.deliver(
+                        sink,
+                        jsonrpc::error(id.clone(), code::UPSTREAM_UNAVAILABLE, why),
+                        None,
+                    );
+                    return Ok(());
+                };
+                let asked = frame
+                    .pointer("/params/protocolVersion")
+                    .and_then(Value::as_str);
+                let version = asked
+                    .filter(|v| stateless::SESSION_VERSIONS.contains(v))
+                    .unwrap_or(stateless::LATEST_SESSION_VERSION);
+                let mut init = serde_json::json!({
+                    "protocolVersion": version,
+                    "capabilities": d.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
+                    "serverInfo": d.pointer(&format!("/_meta/{}", stateless::META_SERVER_INFO.replace('/', "~1")))
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::json!({"name": self.name, "version": ""})),
+                });
+                if let Some(i) = d.get("instructions") {
+                    init["instructions"] = i.clone();
+                }
+                self.deliver(sink, answer(init), None);
+                Ok(())
+            }
+            "ping" => {
+                self.deliver(sink, answer(serde_json::json!({})), None);
+                Ok(())
+            }
+            m if stateless::CARRIED.contains(&m) => {
+                let mut wrapped = frame.clone();
+                wrapped["params"] = stateless::with_envelope(frame.get("params"));
+                let url = self.current_url();
+                let resp = self.post_stateless(&url, &wrapped).await?;
+                if resp.status().is_client_error() {
+                    // The revision's errors (400, 404) carry a JSON-RPC error: the client gets it.
+                    match read_answer(resp).await {
+                        Some(a) if a.get("error").is_some() => self.deliver(sink, a, None),
+                        _ => self.abandon(
+                            sink,
+                            &jsonrpc::id_key(&id),
+                            "the server refused the request",
+                        ),
+                    }
+                    return Ok(());
+                }
+                self.streamable_answer(sink, frame, resp, &url).await
+            }
+            m => {
+                self.deliver(
+                    sink,
+                    jsonrpc::error(
+                        id.clone(),
+                        code::METHOD_NOT_FOUND,
+                        format!("upstream {:?} speaks only MCP 2026-07-28, which has no {m}: mcpgate cannot carry it", self.name),
+                    ),
+                    None,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// POSTs one stateless request with the revision's routing headers.
+    async fn post_stateless(
+        &self,
+        url: &Uri,
+        frame: &Value,
+    ) -> Result<Response<Incoming>, Failure> {
+        let method = jsonrpc::method(frame).unwrap_or_default();
+        let mut extra = vec![(stateless::METHOD_HEADER, method.to_string())];
+        if let Some((_, name)) =
+            stateless::name_of(method, frame.get("params").unwrap_or(&Value::Null))
+        {
+            extra.push((stateless::NAME_HEADER, stateless::encode_name(name)));
+        }
+        self.exchange_with(
+            Method::POST,
+            url,
+            Some(Bytes::from(frame.to_string())),
+            "application/json, text/event-stream",
+            &extra,
+        )
+        .await
     }
 
     async fn streamable_answer(
@@ -700,6 +852,7 @@ impl RemoteUpstream {
         url: &Uri,
         body: Option<Bytes>,
         accept: &'static str,
+        extra: &[(&'static str, String)],
     ) -> Result<Request<Full<Bytes>>, Failure> {
         let st = self.lock();
         let mut b = Request::builder()
@@ -712,8 +865,13 @@ impl RemoteUpstream {
         if let Some(s) = &st.session {
             b = b.header("mcp-session-id", s.as_str());
         }
-        if let Some(v) = &st.version {
+        if st.mode == Mode::Stateless {
+            b = b.header("mcp-protocol-version", stateless::VERSIONS[0]);
+        } else if let Some(v) = &st.version {
             b = b.header("mcp-protocol-version", v.as_str());
+        }
+        for (k, v) in extra {
+            b = b.header(*k, v.as_str());
         }
         if let Some(id) = st
             .last_event_id
@@ -753,9 +911,21 @@ impl RemoteUpstream {
         body: Option<Bytes>,
         accept: &'static str,
     ) -> Result<Response<Incoming>, Failure> {
+        self.exchange_with(method, url, body, accept, &[]).await
+    }
+
+    /// `exchange` with headers of its own for this one request.
+    async fn exchange_with(
+        &self,
+        method: Method,
+        url: &Uri,
+        body: Option<Bytes>,
+        accept: &'static str,
+        extra: &[(&'static str, String)],
+    ) -> Result<Response<Incoming>, Failure> {
         let mut url = url.clone();
         for _ in 0..5 {
-            let req = self.request(method.clone(), &url, body.clone(), accept)?;
+            let req = self.request(method.clone(), &url, body.clone(), accept, extra)?;
             // A server answering a request as JSON sends its headers only when the work is
             // done: a request's POST waits as long as it takes (connecting is still bounded
             // by the connector). Everything else must answer promptly.
@@ -923,6 +1093,30 @@ impl RemoteUpstream {
 }
 
 /// Whether a serialized frame is a request (has both `method` and `id`).
+/// The one JSON-RPC message of a JSON answer, or of an SSE answer's last event.
+async fn read_answer(resp: Response<Incoming>) -> Option<Value> {
+    let is_sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    if !is_sse {
+        return serde_json::from_slice(&body).ok();
+    }
+    let text = String::from_utf8_lossy(&body);
+    text.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(str::trim_start))
+                .collect();
+            serde_json::from_str::<Value>(&data.join("\n")).ok()
+        })
+        .filter(|m| jsonrpc::kind(m) == Kind::Response)
+        .last()
+}
+
 fn is_request(body: &Bytes) -> bool {
     serde_json::from_slice::<Value>(body).is_ok_and(|v| jsonrpc::kind(&v) == Kind::Request)
 }

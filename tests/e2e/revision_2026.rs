@@ -389,3 +389,97 @@ async fn a_missing_resource_is_worded_as_the_revision_asks() {
         r.body
     );
 }
+
+/// `mcpgate demo-server --http 127.0.0.1:0 --stateless-only`: a server that speaks only the
+/// 2026-07-28 revision; killed on drop.
+struct StatelessFixture(std::process::Child, String);
+
+impl StatelessFixture {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(mcpgate_bin())
+            .args(["demo-server", "--http", "127.0.0.1:0", "--stateless-only"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("demo-server listening on ")
+            .expect("fixture banner")
+            .to_string();
+        Self(child, url)
+    }
+}
+
+impl Drop for StatelessFixture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_speaks_only_2026_07_28_is_reached_by_both_revisions() {
+    let fixture = StatelessFixture::start();
+    let (_pki, gate, client) = start(&format!("mcp_servers:\n  only:\n    url: {}\n", fixture.1));
+    // A 2025 client: its session is bridged to stateless requests.
+    let mut old = client.connect(gate.addr).await.unwrap();
+    let init = old.initialize().await.json();
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "mcpgate-demo-stateless",
+        "{init}"
+    );
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    let list = old
+        .post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    assert!(
+        list.response()["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo"),
+        "{}",
+        list.body
+    );
+    assert_eq!(
+        tool_text(
+            &old.call_tool(3, "echo", json!({"text": "via 2025"}))
+                .await
+                .response()
+        ),
+        "via 2025"
+    );
+    let ping = old
+        .post(&json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+        .await;
+    assert_eq!(ping.response()["result"], json!({}));
+    let level = old.post(&json!({"jsonrpc": "2.0", "id": 5, "method": "logging/setLevel", "params": {"level": "info"}})).await;
+    let e = level.response()["error"].clone();
+    assert_eq!(e["code"], -32601, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("only MCP 2026-07-28"),
+        "{e}"
+    );
+    // A 2026-07-28 client: through the bridge, then stateless again upstream.
+    let mut new = client.connect(gate.addr).await.unwrap();
+    let echo = request(
+        json!(1),
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "via 2026"}}),
+    );
+    assert_eq!(tool_text(&call(&mut new, &echo).await.json()), "via 2026");
+    assert!(
+        gate.logs().contains("speaks only MCP 2026-07-28"),
+        "{}",
+        gate.logs()
+    );
+}

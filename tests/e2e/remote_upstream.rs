@@ -120,22 +120,8 @@ async fn serve_fronts_a_remote_server_over_mtls() {
 
 #[tokio::test]
 async fn serve_fronts_the_plain_http_fixture_and_probe_reads_it() {
-    use std::io::BufRead;
-    let mut fixture = std::process::Command::new(mcpgate_bin())
-        .args(["demo-server", "--http", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(fixture.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("demo-server listening on ")
-        .expect("fixture banner")
-        .to_string();
+    let fixture = HttpFixture::start(&[]);
+    let url = fixture.url.clone();
 
     let pki = Pki::new();
     let gate = Gate::start(&format!(
@@ -162,6 +148,5 @@ async fn serve_fronts_the_plain_http_fixture_and_probe_reads_it() {
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     assert_eq!(report["tls"], serde_json::Value::Null);
     assert_eq!(report["http"]["server_name"], "mcpgate-demo");
-    let _ = fixture.kill();
-    let _ = fixture.wait();
+    drop(fixture);
 }

@@ -390,43 +390,13 @@ async fn a_missing_resource_is_worded_as_the_revision_asks() {
     );
 }
 
-/// `mcpgate demo-server --http 127.0.0.1:0 --stateless-only`: a server that speaks only the
-/// 2026-07-28 revision; killed on drop.
-struct StatelessFixture(std::process::Child, String);
-
-impl StatelessFixture {
-    fn start() -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(mcpgate_bin())
-            .args(["demo-server", "--http", "127.0.0.1:0", "--stateless-only"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("demo-server listening on ")
-            .expect("fixture banner")
-            .to_string();
-        Self(child, url)
-    }
-}
-
-impl Drop for StatelessFixture {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn an_upstream_that_speaks_only_2026_07_28_is_reached_by_both_revisions() {
-    let fixture = StatelessFixture::start();
-    let (_pki, gate, client) = start(&format!("mcp_servers:\n  only:\n    url: {}\n", fixture.1));
+    let fixture = HttpFixture::start(&["--stateless-only"]);
+    let (_pki, gate, client) = start(&format!(
+        "mcp_servers:\n  only:\n    url: {}\n",
+        fixture.url
+    ));
     // A 2025 client: its session is bridged to stateless requests.
     let mut old = client.connect(gate.addr).await.unwrap();
     let init = old.initialize().await.json();

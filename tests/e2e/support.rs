@@ -127,6 +127,43 @@ pub fn demo_upstream(extra: &str) -> String {
     )
 }
 
+/// `mcpgate demo-server --http 127.0.0.1:0 [extra]`: the plain-HTTP fixture, its URL read from
+/// its banner; killed on drop.
+pub struct HttpFixture {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl HttpFixture {
+    pub fn start(extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(mcpgate_bin())
+            .args(["demo-server", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("demo-server listening on ")
+            .expect("fixture banner")
+            .to_string();
+        Self { child, url }
+    }
+}
+
+impl Drop for HttpFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Gate {
     /// Starts `mcpgate serve --config <yaml>` and waits for its banner.
     pub fn start(yaml: &str) -> Self {

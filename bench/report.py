@@ -32,14 +32,19 @@ SCENARIOS = [
 ]
 
 
-def parse(raw: Path, scenario: str, target: str, c: int, r: int) -> dict:
-    path = raw / f"{scenario}-{target}-c{c}-r{r}.json"
+def load(path: Path, needs: str | None = None) -> dict:
+    """One raw result; exits naming the file when it is unreadable or `needs` is zero in it."""
     try:
         m = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         sys.exit(f"report: cannot read {path}: {e}")
-    if not m.get("requests"):
-        sys.exit(f"report: no successful request in {path}: {m.get('first_error')}")
+    if needs and not m.get(needs):
+        sys.exit(f"report: no {needs} succeeded in {path}: {m.get('first_error')}")
+    return m
+
+
+def parse(raw: Path, scenario: str, target: str, c: int, r: int) -> dict:
+    m = load(raw / f"{scenario}-{target}-c{c}-r{r}.json", "requests")
     return {"rps": m["rps"], "p50": m["p50_ms"], "p99": m["p99_ms"], "bad": m["errors"],
             "first_error": m.get("first_error")}
 
@@ -120,14 +125,7 @@ def main() -> None:
                  f"p99 {a99:.3f} ms (goal 1): {'met' if a99 <= 1 else 'not met'}.")
     # New TLS connections per second.
     def handshakes(target: str, kind: str, r: int) -> dict:
-        path = raw / f"handshake-{target}-{kind}-r{r}.json"
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            sys.exit(f"report: cannot read {path}: {e}")
-        if not m.get("handshakes"):
-            sys.exit(f"report: no handshake completed in {path}: {m.get('first_error')}")
-        return m
+        return load(raw / f"handshake-{target}-{kind}-r{r}.json", "handshakes")
     out += ["## New TLS connections per second", "",
             "TLS 1.3 handshakes per second from 16 connections in a loop (`examples/tls_handshakes`: "
             "connect, handshake, close_notify, read to the server's close; X25519 the only group "
@@ -155,11 +153,7 @@ def main() -> None:
     out.append("")
     # Memory per idle connection.
     def mem(mode: str, n: int, r: int) -> dict:
-        path = raw / f"memory-{mode}-n{n}-r{r}.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            sys.exit(f"report: cannot read {path}: {e}")
+        return load(raw / f"memory-{mode}-n{n}-r{r}.json")
     out += ["## Memory per idle connection", "",
             "Resident memory (VmRSS) of a fresh mcpgate serve holding 1,000 and 10,000 idle TLS "
             "connections (after one GET /healthz each) or idle legacy SSE streams (each a session); "

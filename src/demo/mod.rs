@@ -120,6 +120,7 @@ pub async fn run_http(
                             ));
                         };
                         if jsonrpc::kind(&msg) != Kind::Request {
+                            demo.notified(&msg);
                             return Ok(reply(StatusCode::ACCEPTED, None, false));
                         }
                         if stateless_only {
@@ -268,6 +269,7 @@ impl Demo {
                 .pointer("/params/requestId")
                 .map(jsonrpc::id_key)
                 .unwrap_or_default();
+            eprintln!("demo: notifications/cancelled for request {key}");
             if let Some(n) = Self::lock(&self.cancelled).get(&key) {
                 n.notify_one();
             }

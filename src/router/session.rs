@@ -169,6 +169,22 @@ impl Session {
         }
     }
 
+    /// `send` for a request whose caller waits for the answer: to a remote upstream it goes
+    /// out in the caller's task when nothing is queued ahead of it, so a JSON answer is on the
+    /// request's waiter when this returns. Other links send as `send` does.
+    pub async fn send_now(&self, frame: Value) {
+        let Link::Remote(remote) = &self.link else {
+            return self.send(frame);
+        };
+        if jsonrpc::method(&frame) == Some("initialize") {
+            return self.send(frame);
+        }
+        self.touch();
+        let Some(me) = self.me.upgrade() else { return };
+        let sink: Arc<dyn Sink> = me;
+        remote.send_now(&sink, frame).await;
+    }
+
     /// Routes the responses to requests `keys` (and related messages) to `tx`. Refuses, adding
     /// none, when a key is already waiting: its request would lose its answer to the new one.
     pub fn add_waiters<'k>(

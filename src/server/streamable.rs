@@ -303,16 +303,23 @@ async fn post(
     }
     drop(tx);
     let single = list.len() == 1;
-    for m in list {
-        session.send(m);
-    }
     let timeout = app.limits.request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    if single {
+        // The answer is awaited below either way; the timeout there answers a late one.
+        for m in list {
+            let _ = tokio::time::timeout_at(deadline, session.send_now(m)).await;
+        }
+    } else {
+        for m in list {
+            session.send(m);
+        }
+    }
     let cleanup = {
         let session = session.clone();
         let keys: Vec<String> = awaiting.keys().cloned().collect();
         move || keys.iter().for_each(|k| session.remove_waiter(k))
     };
-    let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = |id: Value| {
         session.send(jsonrpc::notification(
             "notifications/cancelled",

@@ -13,6 +13,7 @@
 // A `Failure` is the full diagnosis (class, context, hint); it is built only on the error path.
 #![allow(clippy::result_large_err)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct RemoteUpstream {
     state: Mutex<State>,
     endpoint_ready: Notify,
     queue: mpsc::UnboundedSender<(Arc<dyn Sink>, Value)>,
+    /// Frames on the queue the send loop has not handed off yet: a request goes out directly
+    /// (`send_now`) only when nothing is ahead of it.
+    queued: AtomicUsize,
     health: Option<Arc<Health>>,
     /// Set by `close`: every task of this session (send loop, streams, reconnects) ends.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -140,6 +144,7 @@ impl RemoteUpstream {
             }),
             endpoint_ready: Notify::new(),
             queue: tx,
+            queued: AtomicUsize::new(0),
             health,
             shutdown: tokio::sync::watch::channel(false).0,
         });
@@ -153,7 +158,35 @@ impl RemoteUpstream {
 
     /// Queues a client frame; it is sent after every frame queued before it.
     pub fn send(&self, from: &Arc<dyn Sink>, frame: Value) {
-        let _ = self.queue.send((from.clone(), frame));
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send((from.clone(), frame)).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends a request in the caller's task, when the session is established over Streamable
+    /// HTTP and nothing is queued ahead of it: no queue, no task of its own, and a JSON answer
+    /// is with the sink when this returns (an SSE answer streams on in a task). Anything else
+    /// takes the queue. Dropped before the answer (the client went away), it tells the server
+    /// the request is cancelled.
+    pub async fn send_now(self: &Arc<Self>, from: &Arc<dyn Sink>, frame: Value) {
+        let direct =
+            jsonrpc::kind(&frame) == Kind::Request && self.queued.load(Ordering::Acquire) == 0 && {
+                let st = self.lock();
+                st.established && st.mode == Mode::Streamable
+            };
+        if !direct {
+            return self.send(from, frame);
+        }
+        let mut pending = Unanswered {
+            remote: self,
+            sink: from,
+            id: frame.get("id").cloned(),
+        };
+        self.clone()
+            .send_and_report(from.clone(), frame, true)
+            .await;
+        pending.id = None;
     }
 
     pub fn name(&self) -> &str {
@@ -207,18 +240,22 @@ impl RemoteUpstream {
             };
             let Some((sink, frame)) = next else { return };
             if !self.lock().established {
-                self.clone().send_and_report(sink, frame).await;
-                continue;
+                self.clone().send_and_report(sink, frame, false).await;
+            } else {
+                // After initialize, a slow call must not hold back the next message (a cancel,
+                // an answer to the server's own request): each send runs on its own, and the
+                // loop only gives it a moment to go out first, which keeps order in the common
+                // case.
+                let task = tokio::spawn(self.clone().send_and_report(sink, frame, false));
+                let _ = tokio::time::timeout(Duration::from_millis(50), task).await;
             }
-            // After initialize, a slow call must not hold back the next message (a cancel, an
-            // answer to the server's own request): each send runs on its own, and the loop only
-            // gives it a moment to go out first, which keeps order in the common case.
-            let task = tokio::spawn(self.clone().send_and_report(sink, frame));
-            let _ = tokio::time::timeout(Duration::from_millis(50), task).await;
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
-    async fn send_and_report(self: Arc<Self>, sink: Arc<dyn Sink>, frame: Value) {
+    /// Sends one frame and answers its request with an error if it could not go; `inline`
+    /// reads a JSON answer in this task rather than one of its own.
+    async fn send_and_report(self: Arc<Self>, sink: Arc<dyn Sink>, frame: Value, inline: bool) {
         let id = (jsonrpc::kind(&frame) == Kind::Request)
             .then(|| frame.get("id").cloned())
             .flatten();
@@ -233,13 +270,13 @@ impl RemoteUpstream {
                 },
             );
         }
-        let mut outcome = self.send_one(&sink, &frame).await;
+        let mut outcome = self.send_one(&sink, &frame, inline).await;
         // A response or notification has no one to report a failure to (an answer to the
         // server's own request lost here leaves the server waiting): one more try, which also
         // covers a pooled connection the server had just closed.
         if outcome.is_err() && id.is_none() {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            outcome = self.send_one(&sink, &frame).await;
+            outcome = self.send_one(&sink, &frame, inline).await;
         }
         match outcome {
             Ok(()) => {
@@ -330,6 +367,7 @@ impl RemoteUpstream {
         self: &Arc<Self>,
         sink: &Arc<dyn Sink>,
         frame: &Value,
+        inline: bool,
     ) -> Result<(), Failure> {
         if jsonrpc::method(frame) == Some("initialize") {
             self.lock().init_key = frame.get("id").map(jsonrpc::id_key);
@@ -341,14 +379,8 @@ impl RemoteUpstream {
             Mode::Streamable | Mode::Unknown => {
                 let body = Bytes::from(frame.to_string());
                 let url = self.current_url();
-                let resp = self
-                    .exchange(
-                        Method::POST,
-                        &url,
-                        Some(body),
-                        "application/json, text/event-stream",
-                    )
-                    .await?;
+                let request = jsonrpc::kind(frame) == Kind::Request;
+                let resp = self.post(&url, body, request, &[]).await?;
                 let status = resp.status();
                 let initialize = jsonrpc::method(frame) == Some("initialize");
                 if mode == Mode::Unknown && initialize && status == StatusCode::BAD_REQUEST {
@@ -380,7 +412,8 @@ impl RemoteUpstream {
                     return self.send_sse(sink, frame).await;
                 }
                 self.lock().mode = Mode::Streamable;
-                self.streamable_answer(sink, frame, resp, &url).await
+                self.streamable_answer(sink, frame, resp, &url, inline)
+                    .await
             }
         }
     }
@@ -467,7 +500,7 @@ impl RemoteUpstream {
                     }
                     return Ok(());
                 }
-                self.streamable_answer(sink, frame, resp, &url).await
+                self.streamable_answer(sink, frame, resp, &url, false).await
             }
             m => {
                 self.deliver(
@@ -497,14 +530,9 @@ impl RemoteUpstream {
         {
             extra.push((stateless::NAME_HEADER, stateless::encode_name(name)));
         }
-        self.exchange_with(
-            Method::POST,
-            url,
-            Some(Bytes::from(frame.to_string())),
-            "application/json, text/event-stream",
-            &extra,
-        )
-        .await
+        let request = jsonrpc::kind(frame) == Kind::Request;
+        self.post(url, Bytes::from(frame.to_string()), request, &extra)
+            .await
     }
 
     async fn streamable_answer(
@@ -513,6 +541,7 @@ impl RemoteUpstream {
         frame: &Value,
         resp: Response<Incoming>,
         url: &Uri,
+        inline: bool,
     ) -> Result<(), Failure> {
         let status = resp.status();
         if !status.is_success() {
@@ -548,7 +577,7 @@ impl RemoteUpstream {
             return Ok(());
         }
         let timeout = self.spec.timeout;
-        tokio::spawn(async move {
+        let answer = async move {
             if is_sse {
                 let end = me
                     .read_events(resp.into_body(), &sink, false, false, Some(&key))
@@ -581,7 +610,12 @@ impl RemoteUpstream {
                 }
             }
             me.abandon(&sink, &key, "the server's answer did not hold the response");
-        });
+        };
+        if inline && !is_sse {
+            answer.await;
+        } else {
+            tokio::spawn(answer);
+        }
         Ok(())
     }
 
@@ -707,13 +741,9 @@ impl RemoteUpstream {
         frame: &Value,
     ) -> Result<(), Failure> {
         let post = self.sse_endpoint(sink).await?;
+        let request = jsonrpc::kind(frame) == Kind::Request;
         let resp = self
-            .exchange(
-                Method::POST,
-                &post,
-                Some(Bytes::from(frame.to_string())),
-                "application/json, text/event-stream",
-            )
+            .post(&post, Bytes::from(frame.to_string()), request, &[])
             .await?;
         if !resp.status().is_success() {
             return Err(self.status_failure(resp.status(), &post, resp).await);
@@ -911,10 +941,26 @@ impl RemoteUpstream {
         body: Option<Bytes>,
         accept: &'static str,
     ) -> Result<Response<Incoming>, Failure> {
-        self.exchange_with(method, url, body, accept, &[]).await
+        self.exchange_with(method, url, body, accept, &[], false)
+            .await
     }
 
-    /// `exchange` with headers of its own for this one request.
+    /// POSTs a message; `request` says it waits for an answer, which may take as long as the
+    /// work does.
+    async fn post(
+        &self,
+        url: &Uri,
+        body: Bytes,
+        request: bool,
+        extra: &[(&'static str, String)],
+    ) -> Result<Response<Incoming>, Failure> {
+        let accept = "application/json, text/event-stream";
+        self.exchange_with(Method::POST, url, Some(body), accept, extra, request)
+            .await
+    }
+
+    /// `exchange` with headers of its own for this one request; a `patient` one (a request's
+    /// POST) has no deadline for the answer's headers.
     async fn exchange_with(
         &self,
         method: Method,
@@ -922,6 +968,7 @@ impl RemoteUpstream {
         body: Option<Bytes>,
         accept: &'static str,
         extra: &[(&'static str, String)],
+        patient: bool,
     ) -> Result<Response<Incoming>, Failure> {
         let mut url = url.clone();
         for _ in 0..5 {
@@ -929,13 +976,13 @@ impl RemoteUpstream {
             // A server answering a request as JSON sends its headers only when the work is
             // done: a request's POST waits as long as it takes (connecting is still bounded
             // by the connector). Everything else must answer promptly.
-            let patient = method == Method::POST && body.as_ref().is_some_and(is_request);
-            let wait = if patient {
-                Duration::from_secs(365 * 86_400)
+            let sent = self.client.request(req);
+            let answered = if patient {
+                Ok(sent.await)
             } else {
-                self.spec.timeout
+                tokio::time::timeout(self.spec.timeout, sent).await
             };
-            let resp = match tokio::time::timeout(wait, self.client.request(req)).await {
+            let resp = match answered {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return Err(self.transport_failure(&e, &url).await),
                 Err(_) => {
@@ -1094,6 +1141,37 @@ impl RemoteUpstream {
 
 /// Whether a serialized frame is a request (has both `method` and `id`).
 /// The one JSON-RPC message of a JSON answer, or of an SSE answer's last event.
+/// A request `send_now` is sending; dropped before the answer came, it forgets the request
+/// and tells the server it is cancelled.
+struct Unanswered<'a> {
+    remote: &'a Arc<RemoteUpstream>,
+    sink: &'a Arc<dyn Sink>,
+    /// Cleared once the send is done (the answer, or the error standing for it, was delivered).
+    id: Option<Value>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        if self
+            .remote
+            .lock()
+            .awaiting
+            .remove(&jsonrpc::id_key(&id))
+            .is_some()
+        {
+            let reason = "mcpgate: the client went away before the answer";
+            self.remote.send(
+                self.sink,
+                jsonrpc::notification(
+                    "notifications/cancelled",
+                    serde_json::json!({"requestId": id, "reason": reason}),
+                ),
+            );
+        }
+    }
+}
+
 async fn read_answer(resp: Response<Incoming>) -> Option<Value> {
     let is_sse = resp
         .headers()
@@ -1115,10 +1193,6 @@ async fn read_answer(resp: Response<Incoming>) -> Option<Value> {
         })
         .filter(|m| jsonrpc::kind(m) == Kind::Response)
         .last()
-}
-
-fn is_request(body: &Bytes) -> bool {
-    serde_json::from_slice::<Value>(body).is_ok_and(|v| jsonrpc::kind(&v) == Kind::Request)
 }
 
 /// Resolves a Location or endpoint reference against a base URL.

@@ -150,3 +150,59 @@ async fn serve_fronts_the_plain_http_fixture_and_probe_reads_it() {
     assert_eq!(report["http"]["server_name"], "mcpgate-demo");
     drop(fixture);
 }
+
+/// A call to a remote upstream goes out in the request's own task; a client that goes away
+/// before the answer gets the call cancelled upstream (the HTTP exchange ends, and a
+/// `notifications/cancelled` says so), and the session keeps serving.
+#[tokio::test]
+async fn a_client_gone_mid_call_cancels_it_at_the_remote_server() {
+    let fixture = HttpFixture::start(&[]);
+    let pki = Pki::new();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n{}mcp_servers:\n  plain:\n    url: {}\n",
+        pki.tls_block(""),
+        fixture.url
+    ));
+    let client = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
+    let mut c = client.connect(gate.addr).await.unwrap();
+    c.initialize().await;
+    let warm = c.call_tool(1, "echo", json!({"text": "warm"})).await;
+    assert_eq!(tool_text(&warm.response()), "warm");
+
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"seconds": 30}}})
+    .to_string();
+    let mut head = format!(
+        "mcp-session-id: {}\r\n",
+        c.session.as_deref().expect("a session")
+    );
+    for (k, v) in &c.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.config())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{head}\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    assert!(
+        fixture.logs.wait_for(
+            "notifications/cancelled for request 7",
+            Duration::from_secs(10)
+        ),
+        "the remote server never saw the cancellation; its log:\n{}\nmcpgate's:\n{}",
+        fixture.logs.text(),
+        gate.logs()
+    );
+    let after = c.call_tool(8, "echo", json!({"text": "after"})).await;
+    assert_eq!(tool_text(&after.response()), "after");
+}

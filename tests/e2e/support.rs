@@ -109,7 +109,7 @@ impl Pki {
 pub struct Gate {
     pub child: Child,
     pub addr: std::net::SocketAddr,
-    pub stderr: Arc<std::sync::Mutex<String>>,
+    pub stderr: Logs,
     /// Every line the banner printed on stdout.
     pub banner: Arc<std::sync::Mutex<Vec<String>>>,
     _dir: TempDir,
@@ -127,11 +127,47 @@ pub fn demo_upstream(extra: &str) -> String {
     )
 }
 
+/// A child's stderr, collected line by line as it comes.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<String>>);
+
+impl Logs {
+    pub fn collect(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let logs = Self::default();
+        let sink = logs.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        logs
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle`.
+    pub fn wait_for(&self, needle: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
 /// `mcpgate demo-server --http 127.0.0.1:0 [extra]`: the plain-HTTP fixture, its URL read from
 /// its banner; killed on drop.
 pub struct HttpFixture {
     child: std::process::Child,
     pub url: String,
+    pub logs: Logs,
 }
 
 impl HttpFixture {
@@ -141,9 +177,10 @@ impl HttpFixture {
             .args(["demo-server", "--http", "127.0.0.1:0"])
             .args(extra)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let logs = Logs::collect(child.stderr.take().unwrap());
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -153,7 +190,7 @@ impl HttpFixture {
             .strip_prefix("demo-server listening on ")
             .expect("fixture banner")
             .to_string();
-        Self { child, url }
+        Self { child, url, logs }
     }
 }
 
@@ -185,18 +222,7 @@ impl Gate {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mcpgate");
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        {
-            let pipe = child.stderr.take().unwrap();
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-        }
+        let stderr = Logs::collect(child.stderr.take().unwrap());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let banner = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -215,7 +241,7 @@ impl Gate {
                 let _ = child.kill();
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("mcpgate did not start; stderr:\n{}", stderr.lock().unwrap());
+                panic!("mcpgate did not start; stderr:\n{}", stderr.text());
             }
         };
         let addr = base
@@ -234,7 +260,7 @@ impl Gate {
     }
 
     pub fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 
     /// Waits for a banner line starting (after indentation) with `prefix`; returns the rest.
@@ -257,14 +283,7 @@ impl Gate {
 
     /// Waits until the logs contain `needle`.
     pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.stderr.wait_for(needle, within)
     }
 }
 

@@ -101,9 +101,13 @@ pub async fn serve(
             match tls {
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let handshake =
-                        tokio::time::timeout(app.limits.header_read_timeout, acceptor.accept(tcp))
-                            .await;
+                    // Boxed, so the handshake's state is freed once it is done rather than
+                    // sized into the task of a connection that may idle for hours.
+                    let handshake = Box::pin(tokio::time::timeout(
+                        app.limits.header_read_timeout,
+                        acceptor.accept(tcp),
+                    ))
+                    .await;
                     let stream = match handshake {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -120,18 +124,22 @@ pub async fn serve(
                     };
                     let facts = TlsFacts::of(stream.get_ref().1);
                     log_handshake(&app, peer, &facts);
-                    serve_connection(
-                        app,
-                        TokioIo::new(stream),
-                        ConnInfo {
-                            peer,
-                            tls: Some(facts),
-                        },
-                    )
-                    .await;
+                    // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); a client that named
+                    // no protocol may still send the HTTP/2 preface, so it is sniffed.
+                    let http = match facts.alpn.as_deref() {
+                        Some("h2") => Http::Two,
+                        Some(_) => Http::One,
+                        None => Http::Sniff,
+                    };
+                    let info = ConnInfo {
+                        peer,
+                        tls: Some(facts),
+                    };
+                    connection(app, TokioIo::new(stream), info, http).await;
                 }
                 None => {
-                    serve_connection(app, TokioIo::new(tcp), ConnInfo { peer, tls: None }).await
+                    let info = ConnInfo { peer, tls: None };
+                    connection(app, TokioIo::new(tcp), info, Http::Sniff).await
                 }
             }
         });
@@ -168,33 +176,68 @@ fn log_handshake_failure(app: &App, peer: SocketAddr, error: &str) {
     }
 }
 
-async fn serve_connection<I>(app: Arc<App>, io: I, info: ConnInfo)
+/// The HTTP version a connection speaks, when it is known before the first byte.
+enum Http {
+    One,
+    Two,
+    /// Plain TCP, or TLS without ALPN: read the first bytes to tell.
+    Sniff,
+}
+
+/// Serves HTTP on a connection until it ends. The connection's state is one allocation of
+/// its own exact size (an HTTP/1.1 one is far smaller than the HTTP/2-or-sniffing kind), and
+/// the task holding it only a pointer: idle connections are mostly this state.
+fn connection<I>(app: Arc<App>, io: I, info: ConnInfo, http: Http) -> Served
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let (header_timeout, header_bytes) =
+        (app.limits.header_read_timeout, app.limits.max_header_bytes);
+    // hyper's HTTP/1.1 buffer cannot be under 8 KiB.
+    let h1_buffer = header_bytes.max(8192);
     let info = Arc::new(info);
-    let limits = app.limits.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(route(app, info, req).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    if let Err(e) = builder.serve_connection(io, service).await {
-        tracing::debug!("connection ended: {e}");
+    if let Http::One = http {
+        let conn = Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(h1_buffer)
+                .serve_connection(io, service),
+        );
+        return Box::pin(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
     }
+    Box::pin(async move {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(h1_buffer);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        if let Http::Two = http {
+            builder = builder.http2_only();
+        }
+        if let Err(e) = builder.serve_connection(io, service).await {
+            tracing::debug!("connection ended: {e}");
+        }
+    })
 }
+
+type Served = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Routes one request.
 async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {

@@ -208,10 +208,29 @@ async fn certificate_reload_keeps_open_sessions_and_serves_the_new_certificate()
 
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn() {
+    http2_initializes(&[b"h2", b"http/1.1"], Some(b"h2")).await;
+}
+
+/// A client that names no protocol may still speak HTTP/2 (prior knowledge): the listener
+/// reads the preface to tell, and HTTP/1.1 without ALPN still works.
+#[tokio::test]
+async fn http2_without_alpn_is_recognised_by_its_preface() {
+    http2_initializes(&[], None).await;
     let pki = Pki::new();
     let gate = gate_with(&pki, "");
     let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
-    c.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    c.alpn = vec![];
+    let mut one = c.connect(gate.addr).await.unwrap();
+    let r = one.initialize().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Initializes over HTTP/2 with the given ALPN offer, checking what was agreed.
+async fn http2_initializes(offer: &[&[u8]], agreed: Option<&[u8]>) {
+    let pki = Pki::new();
+    let gate = gate_with(&pki, "");
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
+    c.alpn = offer.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(c.config())
         .connect(
@@ -220,7 +239,7 @@ async fn http2_is_negotiated_by_alpn() {
         )
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), agreed);
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),

@@ -63,6 +63,30 @@ pub fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
+/// Whether `body` is exactly one JSON-RPC response to the request whose id key is `key`,
+/// read without building it: `Some(true)` for a result, `Some(false)` for an error, `None` for
+/// anything else (a batch, a request, another id, not JSON).
+pub fn single_response(body: &[u8], key: &str) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        jsonrpc: Option<&'a str>,
+        #[serde(borrow)]
+        id: Option<&'a serde_json::value::RawValue>,
+        method: Option<serde::de::IgnoredAny>,
+        result: Option<serde::de::IgnoredAny>,
+        error: Option<serde::de::IgnoredAny>,
+    }
+    let p: Peek = serde_json::from_slice(body).ok()?;
+    let id: Value = serde_json::from_str(p.id?.get()).ok()?;
+    let one_outcome = p.result.is_some() != p.error.is_some();
+    (p.jsonrpc == Some("2.0")
+        && p.method.is_none()
+        && one_outcome
+        && valid_id(&id)
+        && id_key(&id) == key)
+        .then_some(p.result.is_some())
+}
+
 pub fn method(v: &Value) -> Option<&str> {
     v.get("method").and_then(Value::as_str)
 }
@@ -127,6 +151,41 @@ mod tests {
             Kind::Invalid
         );
         assert_eq!(kind(&json!([1])), Kind::Invalid);
+    }
+
+    #[test]
+    fn a_single_response_is_told_apart_without_building_it() {
+        let one = |body: &str, key: &str| single_response(body.as_bytes(), key);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":7,"result":{"a":[1]}}"#, "7"),
+            Some(true)
+        );
+        assert_eq!(
+            one(
+                r#" {"id" : 7, "error":{"code":1,"message":"m"},"jsonrpc":"2.0"} "#,
+                "7"
+            ),
+            Some(false)
+        );
+        assert_eq!(one(r#"{"jsonrpc":"2.0","id":"7","result":{}}"#, "7"), None);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":"7","result":{}}"#, r#""7""#),
+            Some(true)
+        );
+        assert_eq!(one(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, "7"), None);
+        assert_eq!(one(r#"[{"jsonrpc":"2.0","id":7,"result":{}}]"#, "7"), None);
+        assert_eq!(one(r#"{"jsonrpc":"2.0","id":7,"method":"x"}"#, "7"), None);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":7,"result":{},"error":{}}"#, "7"),
+            None
+        );
+        assert_eq!(one(r#"{"jsonrpc":"2.0","id":7}"#, "7"), None);
+        assert_eq!(one(r#"{"jsonrpc":"1.0","id":7,"result":{}}"#, "7"), None);
+        assert_eq!(
+            one(r#"{"jsonrpc":"2.0","id":7,"id":7,"result":{}}"#, "7"),
+            None
+        );
+        assert_eq!(one(r#"{"jsonrpc":"2.0","id":7,"result":{}"#, "7"), None);
     }
 
     #[test]

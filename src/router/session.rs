@@ -170,19 +170,23 @@ impl Session {
     }
 
     /// `send` for a request whose caller waits for the answer: to a remote upstream it goes
-    /// out in the caller's task when nothing is queued ahead of it, so a JSON answer is on the
-    /// request's waiter when this returns. Other links send as `send` does.
-    pub async fn send_now(&self, frame: Value) {
+    /// out in the caller's task when nothing is queued ahead of it (as `raw`, the client's own
+    /// bytes, when given). The answer comes back here, as the server wrote it, when it is one
+    /// JSON response to this request; otherwise it reaches the request's waiter as usual.
+    /// Other links send as `send` does.
+    pub async fn send_now(&self, frame: Value, raw: Option<bytes::Bytes>) -> Option<bytes::Bytes> {
         let Link::Remote(remote) = &self.link else {
-            return self.send(frame);
+            self.send(frame);
+            return None;
         };
         if jsonrpc::method(&frame) == Some("initialize") {
-            return self.send(frame);
+            self.send(frame);
+            return None;
         }
         self.touch();
-        let Some(me) = self.me.upgrade() else { return };
+        let me = self.me.upgrade()?;
         let sink: Arc<dyn Sink> = me;
-        remote.send_now(&sink, frame).await;
+        remote.send_now(&sink, frame, raw).await
     }
 
     /// Routes the responses to requests `keys` (and related messages) to `tx`. Refuses, adding

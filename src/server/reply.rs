@@ -11,7 +11,12 @@ use crate::jsonrpc::code;
 use crate::router::CreateError;
 
 pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut r = Response::new(Body::bytes(Bytes::from(value.to_string())));
+    json_bytes(status, Bytes::from(value.to_string()))
+}
+
+/// A JSON body already serialized (an upstream's answer passed on as it came).
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::bytes(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

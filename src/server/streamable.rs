@@ -77,6 +77,14 @@ fn accepts(headers: &HeaderMap) -> Accepts {
 
 /// Reads the body within the size limit and parses it as JSON.
 pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    read_json_raw(app, req).await.map(|(v, _)| v)
+}
+
+/// `read_json`, keeping the body's bytes too (to forward them as they came).
+async fn read_json_raw(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<(Value, Bytes), Response<Body>> {
     let limit = app.limits.max_body_bytes;
     let declared = req
         .headers()
@@ -120,7 +128,7 @@ pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value
             ));
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let value = serde_json::from_slice(&bytes).map_err(|e| {
         reply::json(
             StatusCode::BAD_REQUEST,
             &jsonrpc::error(
@@ -129,7 +137,8 @@ pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value
                 format!("parse error: {e}"),
             ),
         )
-    })
+    })?;
+    Ok((value, bytes))
 }
 
 fn too_large(limit: usize) -> Response<Body> {
@@ -226,10 +235,12 @@ async fn post(
         );
     }
     let headers = req.headers().clone();
-    let body = match read_json(app, req).await {
+    let (body, raw) = match read_json_raw(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    // A single message may go upstream as the client wrote it.
+    let raw = (!body.is_array()).then_some(raw);
     if super::modern::claims(&headers, &body) {
         if !acc.json {
             return reply::error(
@@ -306,9 +317,14 @@ async fn post(
     let timeout = app.limits.request_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     if single {
-        // The answer is awaited below either way; the timeout there answers a late one.
+        // A JSON answer the upstream sent as one response to this request is passed on as
+        // it came; anything else is awaited below, where the timeout answers a late one.
         for m in list {
-            let _ = tokio::time::timeout_at(deadline, session.send_now(m)).await;
+            let sent = tokio::time::timeout_at(deadline, session.send_now(m, raw.clone())).await;
+            if let (Ok(Some(answer)), true) = (sent, acc.json) {
+                awaiting.keys().for_each(|k| session.remove_waiter(k));
+                return reply::json_bytes(StatusCode::OK, answer);
+            }
         }
     } else {
         for m in list {

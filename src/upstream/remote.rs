@@ -169,24 +169,32 @@ impl RemoteUpstream {
     /// is with the sink when this returns (an SSE answer streams on in a task). Anything else
     /// takes the queue. Dropped before the answer (the client went away), it tells the server
     /// the request is cancelled.
-    pub async fn send_now(self: &Arc<Self>, from: &Arc<dyn Sink>, frame: Value) {
+    pub async fn send_now(
+        self: &Arc<Self>,
+        from: &Arc<dyn Sink>,
+        frame: Value,
+        raw: Option<Bytes>,
+    ) -> Option<Bytes> {
         let direct =
             jsonrpc::kind(&frame) == Kind::Request && self.queued.load(Ordering::Acquire) == 0 && {
                 let st = self.lock();
                 st.established && st.mode == Mode::Streamable
             };
         if !direct {
-            return self.send(from, frame);
+            self.send(from, frame);
+            return None;
         }
         let mut pending = Unanswered {
             remote: self,
             sink: from,
             id: frame.get("id").cloned(),
         };
+        let mut inline = Inline { raw, answer: None };
         self.clone()
-            .send_and_report(from.clone(), frame, true)
+            .send_and_report(from.clone(), frame, Some(&mut inline))
             .await;
         pending.id = None;
+        inline.answer
     }
 
     pub fn name(&self) -> &str {
@@ -240,13 +248,13 @@ impl RemoteUpstream {
             };
             let Some((sink, frame)) = next else { return };
             if !self.lock().established {
-                self.clone().send_and_report(sink, frame, false).await;
+                self.clone().send_and_report(sink, frame, None).await;
             } else {
                 // After initialize, a slow call must not hold back the next message (a cancel,
                 // an answer to the server's own request): each send runs on its own, and the
                 // loop only gives it a moment to go out first, which keeps order in the common
                 // case.
-                let task = tokio::spawn(self.clone().send_and_report(sink, frame, false));
+                let task = tokio::spawn(self.clone().send_and_report(sink, frame, None));
                 let _ = tokio::time::timeout(Duration::from_millis(50), task).await;
             }
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -255,7 +263,12 @@ impl RemoteUpstream {
 
     /// Sends one frame and answers its request with an error if it could not go; `inline`
     /// reads a JSON answer in this task rather than one of its own.
-    async fn send_and_report(self: Arc<Self>, sink: Arc<dyn Sink>, frame: Value, inline: bool) {
+    async fn send_and_report(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        frame: Value,
+        mut inline: Option<&mut Inline>,
+    ) {
         let id = (jsonrpc::kind(&frame) == Kind::Request)
             .then(|| frame.get("id").cloned())
             .flatten();
@@ -270,7 +283,7 @@ impl RemoteUpstream {
                 },
             );
         }
-        let mut outcome = self.send_one(&sink, &frame, inline).await;
+        let mut outcome = self.send_one(&sink, &frame, inline.as_deref_mut()).await;
         // A response or notification has no one to report a failure to (an answer to the
         // server's own request lost here leaves the server waiting): one more try, which also
         // covers a pooled connection the server had just closed.
@@ -367,7 +380,7 @@ impl RemoteUpstream {
         self: &Arc<Self>,
         sink: &Arc<dyn Sink>,
         frame: &Value,
-        inline: bool,
+        inline: Option<&mut Inline>,
     ) -> Result<(), Failure> {
         if jsonrpc::method(frame) == Some("initialize") {
             self.lock().init_key = frame.get("id").map(jsonrpc::id_key);
@@ -377,7 +390,10 @@ impl RemoteUpstream {
             Mode::Sse => self.send_sse(sink, frame).await,
             Mode::Stateless => self.send_stateless(sink, frame).await,
             Mode::Streamable | Mode::Unknown => {
-                let body = Bytes::from(frame.to_string());
+                let body = inline
+                    .as_ref()
+                    .and_then(|i| i.raw.clone())
+                    .unwrap_or_else(|| Bytes::from(frame.to_string()));
                 let url = self.current_url();
                 let request = jsonrpc::kind(frame) == Kind::Request;
                 let resp = self.post(&url, body, request, &[]).await?;
@@ -500,7 +516,7 @@ impl RemoteUpstream {
                     }
                     return Ok(());
                 }
-                self.streamable_answer(sink, frame, resp, &url, false).await
+                self.streamable_answer(sink, frame, resp, &url, None).await
             }
             m => {
                 self.deliver(
@@ -541,7 +557,7 @@ impl RemoteUpstream {
         frame: &Value,
         resp: Response<Incoming>,
         url: &Uri,
-        inline: bool,
+        inline: Option<&mut Inline>,
     ) -> Result<(), Failure> {
         let status = resp.status();
         if !status.is_success() {
@@ -576,9 +592,8 @@ impl RemoteUpstream {
             );
             return Ok(());
         }
-        let timeout = self.spec.timeout;
-        let answer = async move {
-            if is_sse {
+        if is_sse {
+            tokio::spawn(async move {
                 let end = me
                     .read_events(resp.into_body(), &sink, false, false, Some(&key))
                     .await;
@@ -588,35 +603,62 @@ impl RemoteUpstream {
                     &key,
                     "the server closed the response stream before answering",
                 );
-                return;
+            });
+            return Ok(());
+        }
+        match inline {
+            Some(inline) => inline.answer = me.json_answer(sink, key, resp, true).await,
+            None => {
+                tokio::spawn(async move { me.json_answer(sink, key, resp, false).await });
             }
-            let Ok(body) = tokio::time::timeout(timeout, resp.into_body().collect()).await else {
-                return me.abandon(&sink, &key, "the server's answer did not arrive in time");
-            };
-            {
-                match body {
-                    Ok(b) => match serde_json::from_slice::<Value>(&b.to_bytes()) {
-                        Ok(Value::Array(items)) => items
-                            .into_iter()
-                            .for_each(|m| me.deliver(&sink, m, Some(&key))),
-                        Ok(m) => me.deliver(&sink, m, Some(&key)),
-                        Err(e) => {
-                            tracing::warn!(upstream = %me.name, "the server's answer is not JSON: {e}")
-                        }
-                    },
+        }
+        Ok(())
+    }
+
+    /// Reads a JSON answer and hands its messages to the sink, or, `verbatim`, returns it as
+    /// it came when it is one response to the request `key` (nothing to look into or change).
+    async fn json_answer(
+        self: Arc<Self>,
+        sink: Arc<dyn Sink>,
+        key: String,
+        resp: Response<Incoming>,
+        verbatim: bool,
+    ) -> Option<Bytes> {
+        let body = tokio::time::timeout(self.spec.timeout, resp.into_body().collect()).await;
+        let Ok(body) = body else {
+            self.abandon(&sink, &key, "the server's answer did not arrive in time");
+            return None;
+        };
+        match body.map(|b| b.to_bytes()) {
+            Ok(b) => {
+                if verbatim && let Some(ok) = jsonrpc::single_response(&b, &key) {
+                    self.answered(&key, ok);
+                    return Some(b);
+                }
+                match serde_json::from_slice::<Value>(&b) {
+                    Ok(Value::Array(items)) => items
+                        .into_iter()
+                        .for_each(|m| self.deliver(&sink, m, Some(&key))),
+                    Ok(m) => self.deliver(&sink, m, Some(&key)),
                     Err(e) => {
-                        tracing::warn!(upstream = %me.name, "reading the server's answer failed: {e}")
+                        tracing::warn!(upstream = %self.name, "the server's answer is not JSON: {e}")
                     }
                 }
             }
-            me.abandon(&sink, &key, "the server's answer did not hold the response");
-        };
-        if inline && !is_sse {
-            answer.await;
-        } else {
-            tokio::spawn(answer);
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, "reading the server's answer failed: {e}")
+            }
         }
-        Ok(())
+        self.abandon(&sink, &key, "the server's answer did not hold the response");
+        None
+    }
+
+    /// Notes the answer to the request `key`: no longer awaited, and counted.
+    fn answered(&self, key: &str, ok: bool) {
+        let a = self.lock().awaiting.remove(key);
+        if let Some(a) = a {
+            crate::metrics::request(&self.name, &a.method, ok, a.sent.elapsed());
+        }
     }
 
     /// Hands a server message to the sink, noting the negotiated protocol version.
@@ -625,16 +667,11 @@ impl RemoteUpstream {
         match jsonrpc::kind(&m) {
             Kind::Response => {
                 let key = m.get("id").map(jsonrpc::id_key);
+                if let Some(k) = &key {
+                    self.answered(k, m.get("error").is_none());
+                }
                 {
                     let mut st = self.lock();
-                    if let Some(a) = key.as_ref().and_then(|k| st.awaiting.remove(k)) {
-                        crate::metrics::request(
-                            &self.name,
-                            &a.method,
-                            m.get("error").is_none(),
-                            a.sent.elapsed(),
-                        );
-                    }
                     if key.is_some() && st.init_key == key {
                         st.init_key = None;
                         st.established = m.get("result").is_some();
@@ -1141,6 +1178,13 @@ impl RemoteUpstream {
 
 /// Whether a serialized frame is a request (has both `method` and `id`).
 /// The one JSON-RPC message of a JSON answer, or of an SSE answer's last event.
+/// A request sent in its caller's task: the client's bytes to send, and the answer to hand
+/// back as it came.
+struct Inline {
+    raw: Option<Bytes>,
+    answer: Option<Bytes>,
+}
+
 /// A request `send_now` is sending; dropped before the answer came, it forgets the request
 /// and tells the server it is cancelled.
 struct Unanswered<'a> {

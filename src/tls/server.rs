@@ -63,6 +63,9 @@ pub fn build(tls: &ListenerTls, data_dir: &Path) -> Result<BuiltServerTls, Confi
             .hint("tls.key_file must be the private key of the first certificate in tls.cert_file (RSA, ECDSA or Ed25519)")
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The suite order is the listener's (the configured one, or AES-128-GCM first): the client's
+    // own order would leave `tls.cipher_suites`' order meaningless.
+    config.ignore_client_order = true;
     // Stateless session tickets (encrypted under a key rustls rotates): resumption works for any
     // number of clients without a per-session cache on the server.
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
@@ -92,9 +95,14 @@ fn versions(tls: &ListenerTls) -> Vec<&'static rustls::SupportedProtocolVersion>
 }
 
 /// The default provider narrowed to the configured suites and groups, in the configured order.
+/// Without `tls.cipher_suites`, AES-128-GCM suites come first (Mozilla's order): as strong in
+/// practice, and their SHA-256 key schedule is hardware-accelerated on more CPUs than SHA-384's
+/// (aws-lc has no fast SHA-512 on AMD: full handshakes there are about 9% faster with it).
 fn restricted_provider(tls: &ListenerTls) -> Result<Arc<CryptoProvider>, ConfigError> {
     let base = provider();
     let mut p = (*base).clone();
+    p.cipher_suites
+        .sort_by_key(|s| !suite_name(s).contains("_AES_128_GCM_"));
     if !tls.cipher_suites.is_empty() {
         let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
         for (i, name) in tls.cipher_suites.iter().enumerate() {

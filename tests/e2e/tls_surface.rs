@@ -89,6 +89,34 @@ async fn a_cipher_suite_restriction_is_what_the_handshake_negotiates() {
     assert!(other.connect(gate.addr).await.is_err());
 }
 
+/// The listener's order decides, not the client's: AES-128-GCM first by default, and the
+/// order `tls.cipher_suites` lists when set.
+#[tokio::test]
+async fn the_listener_orders_the_cipher_suites() {
+    use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let pki = Pki::new();
+    let offer = |first: rustls::SupportedCipherSuite, then: rustls::SupportedCipherSuite| {
+        let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem);
+        c.suites = Some(vec![first, then]);
+        c.versions = vec![&rustls::version::TLS13];
+        c
+    };
+    let (aes256, aes128) = (
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+    );
+    let default = gate_with(&pki, "");
+    let conn = offer(aes256, aes128).connect(default.addr).await.unwrap();
+    assert_eq!(conn.info.suite, Some(TLS13_AES_128_GCM_SHA256));
+
+    let listed = gate_with(
+        &pki,
+        "  cipher_suites: [TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256]\n",
+    );
+    let conn = offer(aes128, aes256).connect(listed.addr).await.unwrap();
+    assert_eq!(conn.info.suite, Some(TLS13_AES_256_GCM_SHA384));
+}
+
 #[tokio::test]
 async fn a_curve_restriction_is_what_the_handshake_negotiates() {
     let pki = Pki::new();

@@ -170,6 +170,9 @@ http {
     upstream fixture { server 127.0.0.1:$fixture_port; keepalive 128; }
     ssl_ecdh_curve X25519;
     ssl_session_tickets on;
+    # The suite order mcpgate's listener uses by default (Mozilla's), so both agree the same one.
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
     server {
         listen 127.0.0.1:$nginx_port ssl;
         ssl_certificate $crt;

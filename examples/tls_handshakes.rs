@@ -3,9 +3,9 @@
 //!
 //! Each of `--connections` loops connects, completes the handshake, sends close_notify and reads
 //! until the server closes (so the server finishes its side and its session tickets are read),
-//! then starts again. Prints one JSON line: handshakes, errors, handshakes/s, and how many were
-//! resumed. With `--resume`, tickets from earlier handshakes are offered; without it, every
-//! handshake is a full one.
+//! then starts again. Prints one JSON line: handshakes, errors, handshakes/s, how many were
+//! resumed, and the cipher suite the server chose. With `--resume`, tickets from earlier
+//! handshakes are offered; without it, every handshake is a full one.
 //!
 //! The client checks that the server presents the certificate in `--cert` (byte for byte) but
 //! does not verify the handshake signature: verifying is costlier than signing for ECDSA, and on
@@ -150,13 +150,21 @@ struct Tally {
     resumed: AtomicU64,
     errors: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    /// The cipher suite the server chose, from the first handshake.
+    suite: std::sync::OnceLock<String>,
+}
+
+/// What one handshake agreed: full or resumed, and the cipher suite.
+struct Agreed {
+    kind: Option<HandshakeKind>,
+    suite: Option<rustls::CipherSuite>,
 }
 
 /// One handshake, then close_notify, then reading until the server closes.
 async fn handshake(
     addr: &str,
     tls: &tokio_rustls::TlsConnector,
-) -> Result<Option<HandshakeKind>, String> {
+) -> Result<Agreed, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -166,7 +174,14 @@ async fn handshake(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("handshake with {addr}: {e}"))?;
-    let kind = stream.get_ref().1.handshake_kind();
+    let agreed = Agreed {
+        kind: stream.get_ref().1.handshake_kind(),
+        suite: stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+    };
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -177,7 +192,7 @@ async fn handshake(
         }
     })
     .await;
-    Ok(kind)
+    Ok(agreed)
 }
 
 async fn run_loop(
@@ -197,7 +212,10 @@ async fn run_loop(
         if before < warm {
             continue;
         }
-        match result {
+        if let Ok(Agreed { suite: Some(s), .. }) = &result {
+            let _ = tally.suite.set(format!("{s:?}"));
+        }
+        match result.map(|a| a.kind) {
             Ok(Some(HandshakeKind::Resumed)) => tally.resumed.fetch_add(1, Ordering::Relaxed),
             Ok(_) => tally.full.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
@@ -253,6 +271,7 @@ async fn main() {
             "errors": errors,
             "first_error": first_error,
             "hps": (full + resumed) as f64 / o.seconds,
+            "suite": tally.suite.get(),
         })
     );
     if full + resumed == 0 || errors * 100 > (full + resumed) {

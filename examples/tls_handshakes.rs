@@ -161,10 +161,7 @@ struct Agreed {
 }
 
 /// One handshake, then close_notify, then reading until the server closes.
-async fn handshake(
-    addr: &str,
-    tls: &tokio_rustls::TlsConnector,
-) -> Result<Agreed, String> {
+async fn handshake(addr: &str, tls: &tokio_rustls::TlsConnector) -> Result<Agreed, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;

@@ -26,6 +26,7 @@ use super::body::{Body, SseBody};
 use super::{App, ConnInfo, reply};
 use crate::jsonrpc::{self, Kind};
 use crate::router::{Flavor, Router, Session};
+use crate::upstream::Sink;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -321,9 +322,19 @@ async fn post(
         // it came; anything else is awaited below, where the timeout answers a late one.
         for m in list {
             let sent = tokio::time::timeout_at(deadline, session.send_now(m, raw.clone())).await;
-            if let (Ok(Some(answer)), true) = (sent, acc.json) {
-                awaiting.keys().for_each(|k| session.remove_waiter(k));
-                return reply::json_bytes(StatusCode::OK, answer);
+            match sent {
+                Ok(Some(answer)) if acc.json => {
+                    awaiting.keys().for_each(|k| session.remove_waiter(k));
+                    return reply::json_bytes(StatusCode::OK, answer);
+                }
+                // A client that takes SSE only gets the answer as an event, the usual way.
+                Ok(Some(answer)) => match serde_json::from_slice(&answer) {
+                    Ok(v) => Sink::response(&*session, v),
+                    Err(e) => {
+                        tracing::warn!("an upstream answer checked as JSON did not parse: {e}")
+                    }
+                },
+                _ => {}
             }
         }
     } else {

@@ -206,3 +206,49 @@ async fn a_client_gone_mid_call_cancels_it_at_the_remote_server() {
     let after = c.call_tool(8, "echo", json!({"text": "after"})).await;
     assert_eq!(tool_text(&after.response()), "after");
 }
+
+/// A client that takes only SSE gets a remote upstream's JSON answer as an event: the answer
+/// passed on as it came (for JSON clients) must not skip it.
+#[tokio::test]
+async fn an_sse_only_client_gets_the_remote_answer_as_an_event() {
+    let fixture = HttpFixture::start(&[]);
+    let pki = Pki::new();
+    let gate = Gate::start(&format!(
+        "server:\n  listen: 127.0.0.1:0\n  request_timeout: 10s\n{}mcp_servers:\n  plain:\n    url: {}\n",
+        pki.tls_block(""),
+        fixture.url
+    ));
+    let mut c = TlsClient::trusting(&pki.server_ca.issued.cert_pem)
+        .connect(gate.addr)
+        .await
+        .unwrap();
+    c.initialize().await;
+    let json_first = c.call_tool(1, "echo", json!({"text": "as json"})).await;
+    assert_eq!(tool_text(&json_first.response()), "as json");
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "as an event"}}});
+    let started = std::time::Instant::now();
+    let r = c
+        .request(
+            "POST",
+            "/mcp",
+            Some(&call),
+            &[("accept", "text/event-stream")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(tool_text(&r.response()), "as an event");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the answer waited for the timeout"
+    );
+}

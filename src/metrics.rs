@@ -40,10 +40,17 @@ const BUCKETS: &[f64] = &[
 
 #[derive(Default)]
 struct Registry {
-    requests: BTreeMap<(String, String, &'static str), u64>,
-    durations: BTreeMap<(String, String), Histogram>,
+    /// Per upstream name: the method and outcome labels are static, so counting a request
+    /// allocates nothing once its upstream is known.
+    upstreams: BTreeMap<String, UpstreamRequests>,
     handshake_failures: BTreeMap<(&'static str, &'static str), u64>,
     expiry: BTreeMap<(String, String, String), i64>,
+}
+
+#[derive(Default)]
+struct UpstreamRequests {
+    requests: BTreeMap<(&'static str, &'static str), u64>,
+    durations: BTreeMap<&'static str, Histogram>,
 }
 
 #[derive(Default, Clone)]
@@ -66,23 +73,22 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// One request to an upstream, answered (or failed) after `took`.
 pub fn request(upstream: &str, method: &str, ok: bool, took: Duration) {
     // Method names come from clients: only the protocol's own become labels.
-    let method = if KNOWN_METHODS.contains(&method) {
-        method
-    } else {
-        "other"
-    };
+    let method = KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other");
     with(|r| {
-        *r.requests
-            .entry((
-                upstream.to_string(),
-                method.to_string(),
-                if ok { "ok" } else { "error" },
-            ))
+        if !r.upstreams.contains_key(upstream) {
+            r.upstreams.insert(upstream.to_string(), Default::default());
+        }
+        let Some(u) = r.upstreams.get_mut(upstream) else {
+            return;
+        };
+        *u.requests
+            .entry((method, if ok { "ok" } else { "error" }))
             .or_default() += 1;
-        let h = r
-            .durations
-            .entry((upstream.to_string(), method.to_string()))
-            .or_default();
+        let h = u.durations.entry(method).or_default();
         if h.counts.is_empty() {
             h.counts = vec![0; BUCKETS.len()];
         }
@@ -133,7 +139,11 @@ pub fn render() -> String {
             "# HELP mcpgate_requests_total Requests sent to upstreams, by outcome."
         );
         let _ = writeln!(out, "# TYPE mcpgate_requests_total counter");
-        for ((u, m, o), n) in &r.requests {
+        for (u, ((m, o), n)) in r
+            .upstreams
+            .iter()
+            .flat_map(|(u, x)| x.requests.iter().map(move |r| (u, r)))
+        {
             let _ = writeln!(
                 out,
                 "mcpgate_requests_total{{upstream=\"{}\",method=\"{}\",outcome=\"{o}\"}} {n}",
@@ -146,7 +156,11 @@ pub fn render() -> String {
             "# HELP mcpgate_request_duration_seconds Time from sending a request to an upstream to its answer."
         );
         let _ = writeln!(out, "# TYPE mcpgate_request_duration_seconds histogram");
-        for ((u, m), h) in &r.durations {
+        for (u, (m, h)) in r
+            .upstreams
+            .iter()
+            .flat_map(|(u, x)| x.durations.iter().map(move |d| (u, d)))
+        {
             let labels = format!("upstream=\"{}\",method=\"{}\"", esc(u), esc(m));
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(

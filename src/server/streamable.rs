@@ -78,25 +78,28 @@ fn accepts(headers: &HeaderMap) -> Accepts {
 
 /// Reads the body within the size limit and parses it as JSON.
 pub(super) async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Response<Body>> {
-    read_json_raw(app, req).await.map(|(v, _)| v)
+    let (parts, body) = req.into_parts();
+    read_json_raw(app, &parts.headers, body)
+        .await
+        .map(|(v, _)| v)
 }
 
-/// `read_json`, keeping the body's bytes too (to forward them as they came).
+/// `read_json` of a request already split, keeping the body's bytes too (to forward them as
+/// they came).
 async fn read_json_raw(
     app: &App,
-    req: Request<Incoming>,
+    headers: &HeaderMap,
+    body: Incoming,
 ) -> Result<(Value, Bytes), Response<Body>> {
     let limit = app.limits.max_body_bytes;
-    let declared = req
-        .headers()
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let ct = req
-        .headers()
+    let ct = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -107,7 +110,7 @@ async fn read_json_raw(
         ));
     }
     // A body trickled in slowly must not hold a connection forever.
-    let read = http_body_util::Limited::new(req.into_body(), limit).collect();
+    let read = http_body_util::Limited::new(body, limit).collect();
     let Ok(collected) = tokio::time::timeout(app.limits.header_read_timeout * 3, read).await else {
         return Err(reply::error(
             StatusCode::REQUEST_TIMEOUT,
@@ -235,8 +238,9 @@ async fn post(
             "Accept must include application/json and text/event-stream",
         );
     }
-    let headers = req.headers().clone();
-    let (body, raw) = match read_json_raw(app, req).await {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let (body, raw) = match read_json_raw(app, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };

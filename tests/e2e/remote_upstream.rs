@@ -172,28 +172,19 @@ async fn a_client_gone_mid_call_cancels_it_at_the_remote_server() {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "slow", "arguments": {"seconds": 30}}})
     .to_string();
-    let mut head = format!(
-        "mcp-session-id: {}\r\n",
-        c.session.as_deref().expect("a session")
-    );
-    for (k, v) in &c.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(client.config())
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nhost: localhost\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{head}\r\n{body}",
-        body.len()
-    );
-    tls.write_all(req.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tls.shutdown().await.unwrap();
-    drop(tls);
+    let mut headers = vec![(
+        "mcp-session-id".to_string(),
+        c.session.clone().expect("a session"),
+    )];
+    headers.extend(c.headers.clone());
+    post_then_hang_up(
+        &client,
+        gate.addr,
+        &body,
+        &headers,
+        Duration::from_millis(500),
+    )
+    .await;
     assert!(
         fixture.logs.wait_for(
             "notifications/cancelled for request 7",

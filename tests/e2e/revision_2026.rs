@@ -235,27 +235,18 @@ async fn closing_the_exchange_cancels_the_request_upstream() {
         json!({"name": "slow", "arguments": {"seconds": 30}}),
     );
     // A raw TLS stream, so closing it really closes the connection mid-request.
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(client.config())
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let body = slow.to_string();
-    let head: String = headers(&slow)
+    let head: Vec<(String, String)> = headers(&slow)
         .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nhost: localhost\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{head}\r\n{body}",
-        body.len()
-    );
-    use tokio::io::AsyncWriteExt;
-    tls.write_all(req.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tls.shutdown().await.unwrap();
-    drop(tls);
+    post_then_hang_up(
+        &client,
+        gate.addr,
+        &slow.to_string(),
+        &head,
+        Duration::from_millis(500),
+    )
+    .await;
     assert!(
         gate.wait_log("cancelled by the client", Duration::from_secs(10)),
         "the upstream never saw the cancellation:\n{}",

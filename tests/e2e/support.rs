@@ -294,6 +294,36 @@ impl Drop for Gate {
     }
 }
 
+/// POSTs `body` to `/mcp` over a raw TLS stream with `headers`, waits `wait`, then closes the
+/// stream mid-request (close_notify, then the socket): what a client going away looks like.
+pub async fn post_then_hang_up(
+    client: &TlsClient,
+    addr: std::net::SocketAddr,
+    body: &str,
+    headers: &[(String, String)],
+    wait: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.config())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{head}\r\n{body}",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(wait).await;
+    tls.shutdown().await.unwrap();
+}
+
 /// The TLS side of a test client.
 #[derive(Clone)]
 pub struct TlsClient {

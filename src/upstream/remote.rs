@@ -6,6 +6,8 @@
 //!
 //! Messages are sent in the order they came: each waits until the previous one was accepted
 //! (response headers received); bodies stream on in their own tasks, so long calls overlap.
+//! A request whose caller waits for its answer (`send_now`) skips the queue when nothing is on
+//! it, and its JSON answer is read in the caller's task and handed back as the server wrote it.
 //! Redirects are followed only within the same origin; https-to-http is refused with the
 //! Location and the URL to use. After `notifications/initialized`, a GET stream carries the
 //! server's own messages and reconnects with backoff.

@@ -229,14 +229,7 @@ async fn an_sse_only_client_gets_the_remote_answer_as_an_event() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(
-        r.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"),
-        "{:?}",
-        r.headers
-    );
+    assert!(r.is_sse(), "{:?}", r.headers);
     assert_eq!(tool_text(&r.response()), "as an event");
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -335,14 +335,7 @@ async fn progress_comes_first_on_a_stream_scoped_to_the_request() {
     );
     slow["params"]["_meta"]["progressToken"] = json!("tok");
     let r = call(&mut c, &slow).await;
-    assert!(
-        r.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"),
-        "{:?}",
-        r.headers
-    );
+    assert!(r.is_sse(), "{:?}", r.headers);
     let msgs = r.messages();
     let progress: Vec<&Value> = msgs
         .iter()

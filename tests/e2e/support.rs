@@ -453,14 +453,17 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
-    /// The JSON-RPC messages of an SSE body (or the one JSON body).
-    pub fn messages(&self) -> Vec<Value> {
-        let ct = self
-            .headers
+    /// Whether the answer is an SSE stream (its Content-Type says so).
+    pub fn is_sse(&self) -> bool {
+        self.headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if ct.starts_with("text/event-stream") {
+            .is_some_and(|ct| ct.starts_with("text/event-stream"))
+    }
+
+    /// The JSON-RPC messages of an SSE body (or the one JSON body).
+    pub fn messages(&self) -> Vec<Value> {
+        if self.is_sse() {
             sse_messages(&self.body)
         } else {
             vec![self.json()]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::{self, ConfigError, RemoteSpec, raw::RawConfig};
 use crate::jsonrpc;
 use crate::tls::trust;
-use crate::transport::ndjson;
+use crate::transport::{ndjson, stdio};
 use crate::upstream::connector::Connector;
 use crate::upstream::remote::RemoteUpstream;
 use crate::upstream::{ChannelSink, Sink};
@@ -82,9 +82,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let upstream = RemoteUpstream::start("connect", spec, connector).map_err(anyhow::Error::msg)?;
 
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
-    let writer = tokio::spawn(ndjson::write_lines(tokio::io::stdout(), rx));
+    let writer = tokio::spawn(ndjson::write_lines(stdio::stdout(), rx));
     let sink: Arc<dyn Sink> = Arc::new(ChannelSink(tx.clone()));
-    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut reader = BufReader::new(stdio::stdin());
     let mut buf = Vec::new();
     loop {
         match ndjson::read_line(&mut reader, &mut buf, 64 << 20).await? {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::jsonrpc::{self, Kind};
 
 mod conformance;
-use crate::transport::ndjson;
+use crate::transport::{ndjson, stdio};
 
 const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
@@ -211,7 +211,7 @@ async fn stateless_answer(
 /// Runs the demo server on stdin/stdout until stdin closes.
 pub async fn run(test_tools: bool, conformance: bool) -> std::io::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
-    let writer = tokio::spawn(ndjson::write_lines(tokio::io::stdout(), rx));
+    let writer = tokio::spawn(ndjson::write_lines(stdio::stdout(), rx));
     let demo = Arc::new(Demo {
         out: tx,
         test_tools,
@@ -220,7 +220,7 @@ pub async fn run(test_tools: bool, conformance: bool) -> std::io::Result<()> {
         cancelled: Mutex::new(HashMap::new()),
         next_id: 1.into(),
     });
-    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut reader = BufReader::new(stdio::stdin());
     let mut buf = Vec::new();
     loop {
         match ndjson::read_line(&mut reader, &mut buf, 64 << 20).await? {

@@ -4,3 +4,4 @@
 pub mod ndjson;
 pub mod sse;
 pub mod stateless;
+pub mod stdio;

@@ -55,12 +55,23 @@ pub async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 ) {
     use tokio::io::AsyncWriteExt;
+    let mut lines = Vec::new();
     while let Some(v) = rx.recv().await {
-        let mut line = v.to_string().into_bytes();
-        line.push(b'\n');
-        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+        // Whatever else is already queued goes out in the same write.
+        let mut next = Some(v);
+        while let Some(v) = next {
+            let _ = serde_json::to_writer(&mut lines, &v);
+            lines.push(b'\n');
+            next = if lines.len() < 64 << 10 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if out.write_all(&lines).await.is_err() || out.flush().await.is_err() {
             return;
         }
+        lines.clear();
     }
 }
 

@@ -18,8 +18,9 @@
 # connections, X25519 the only group on both sides), full and resumed (session tickets), against
 # mcpgate serve and nginx with the same ECDSA P-256 certificate and the same RSA-2048 one.
 # Scenario "stdio": tools/call through a bridge to the stdio fixture (`mcpgate demo-server`),
-# plain HTTP for all: mcpgate serve, mcp-proxy (PyPI) and supergateway (npm, --stateful), and
-# a direct stdio client (the limit). Each runs in a network namespace of its own
+# plain HTTP for all: mcpgate serve with a child per session and with one shared child,
+# mcp-proxy (PyPI; one shared child) and supergateway (npm, --stateful; a child per session),
+# and a direct stdio client (the limit). Each runs in a network namespace of its own
 # (bench/stdio-one.sh), since supergateway cannot bind loopback only.
 # The load generator runs on CPU 0, the server under test and the fixture on CPU 1 (nginx's
 # worker inherits the master's CPU: "worker_cpu_affinity auto" would move it onto CPU 0).
@@ -304,7 +305,7 @@ done
 export MCPGATE="$mcpgate" LOAD="$load" MCP_PROXY="$peers/venv/bin/mcp-proxy" \
     NODE="$peers/node/node_modules/.bin/node" SUPERGATEWAY="$peers/node/node_modules/supergateway/dist/index.js" \
     BENCH_OUT="$out" GEN_CPU="$gen_cpu" SUT_CPU="$sut_cpu"
-bridges=(direct mcpgate mcp-proxy supergateway)
+bridges=(direct mcpgate mcp-proxy mcpgate-shared supergateway)
 for ((r = 1; r <= rounds; r++)); do
     log "stdio bridge: round $r of $rounds"
     for c in "${concurrency[@]}"; do

@@ -5,9 +5,9 @@
 #
 #   stdio-one.sh TARGET CONNECTIONS SECONDS OUTPUT.json
 #
-# TARGET: mcpgate | mcp-proxy | supergateway | direct (the load generator spawns the fixture
-# itself, a child per connection: the limit). Paths come from the environment run.sh sets:
-# MCPGATE, LOAD, MCP_PROXY, NODE, SUPERGATEWAY, BENCH_OUT, GEN_CPU, SUT_CPU.
+# TARGET: mcpgate | mcpgate-shared (session_mode: shared) | mcp-proxy | supergateway |
+# direct (the load generator spawns the fixture itself, a child per connection: the limit).
+# Paths come from the environment run.sh sets: MCPGATE, LOAD, MCP_PROXY, NODE, SUPERGATEWAY, BENCH_OUT, GEN_CPU, SUT_CPU.
 set -euo pipefail
 
 target="$1" connections="$2" seconds="$3" output="$4"
@@ -16,8 +16,10 @@ fixture="$MCPGATE demo-server"
 ip link set lo up
 
 case "$target" in
-    mcpgate)
-        cat >"$BENCH_OUT/stdio-mcpgate.yaml" <<EOF
+    mcpgate | mcpgate-shared)
+        mode=isolated
+        [[ "$target" == mcpgate-shared ]] && mode=shared
+        cat >"$BENCH_OUT/stdio-$target.yaml" <<EOF
 server:
   listen: 127.0.0.1:$port
   max_sessions: 100000
@@ -29,9 +31,10 @@ mcp_servers:
   fixture:
     command: $MCPGATE
     args: [demo-server]
+    session_mode: $mode
 EOF
         MCPGATE_DATA_DIR="$BENCH_OUT/data" taskset -c "$SUT_CPU" "$MCPGATE" serve \
-            --config "$BENCH_OUT/stdio-mcpgate.yaml" >>"$BENCH_OUT/logs/stdio-mcpgate.log" 2>&1 &
+            --config "$BENCH_OUT/stdio-$target.yaml" >>"$BENCH_OUT/logs/stdio-$target.log" 2>&1 &
         ;;
     mcp-proxy)
         taskset -c "$SUT_CPU" "$MCP_PROXY" --host 127.0.0.1 --port "$port" --log-level WARNING \

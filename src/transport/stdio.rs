@@ -5,18 +5,15 @@
 //! terminal, a file) keeps tokio's blocking streams, since non-blocking mode would be visible to
 //! whoever else shares them.
 
-use std::os::fd::AsFd;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
 
 /// Standard input, read without a blocking thread when it is a pipe.
 pub fn stdin() -> Box<dyn AsyncRead + Send + Unpin> {
-    match std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)))
-    {
+    match owned(std::io::stdin().as_fd()).and_then(pipe::Receiver::from_file) {
         Ok(pipe) => Box::new(pipe),
         Err(_) => Box::new(tokio::io::stdin()),
     }
@@ -24,12 +21,13 @@ pub fn stdin() -> Box<dyn AsyncRead + Send + Unpin> {
 
 /// Standard output, written without a blocking thread when it is a pipe.
 pub fn stdout() -> Box<dyn AsyncWrite + Send + Unpin> {
-    match std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)))
-    {
+    match owned(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file) {
         Ok(pipe) => Box::new(pipe),
         Err(_) => Box::new(tokio::io::stdout()),
     }
+}
+
+/// A descriptor of our own for `fd`, so the pipe stream owns what it closes.
+fn owned(fd: BorrowedFd<'_>) -> std::io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
 }

@@ -21,7 +21,8 @@ CONCURRENCY = [1, 16, 64]
 SCENARIOS = [
     ("https", ["mcpgate", "nginx", "direct"], "tools/call over HTTPS keep-alive",
      "mcpgate serve and nginx terminate TLS (ECDSA P-256 certificate) in front of the same "
-     "plain-HTTP fixture (`mcpgate demo-server --http`); direct is the fixture over plain HTTP, "
+     "plain-HTTP fixture (`mcpgate demo-server --http`, run as SCHED_BATCH so that its wakeups do "
+     "not preempt the proxy sharing its CPU); direct is the fixture over plain HTTP, "
      "the limit. Goal: mcpgate at least 1.2x nginx's throughput, p99 no worse."),
     ("stdio", ["mcpgate", "mcpgate-shared", "mcp-proxy", "supergateway", "direct"], "The stdio bridge",
      "tools/call over plain HTTP through each bridge to the stdio fixture (`mcpgate demo-server`): "

@@ -24,6 +24,9 @@
 # (bench/stdio-one.sh), since supergateway cannot bind loopback only.
 # The load generator runs on CPU 0, the server under test and the fixture on CPU 1 (nginx's
 # worker inherits the master's CPU: "worker_cpu_affinity auto" would move it onto CPU 0).
+# The HTTP fixture runs as SCHED_BATCH (chrt --batch): a request written to it then wakes it
+# without preempting the proxy that wrote it, so neither nginx nor mcpgate is cut off
+# mid-request by the upstream that shares its CPU; the fixture runs when the proxy waits.
 # Peers are installed into .bench/ (git-ignored), pinned: mcp-proxy, supergateway, Node 22.
 # Raw output goes to $BENCH_OUT (default /tmp/mcpgate-bench), never into the repository.
 set -euo pipefail
@@ -42,7 +45,7 @@ die() { log "error: $*"; exit 1; }
 # --- peers and tools -----------------------------------------------------------------------
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)
-command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+{ command -v taskset && command -v chrt; } >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
     sudo=""
@@ -120,7 +123,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=127.0.0.1 -addext s
     -keyout "$rsa_key" -out "$rsa_crt" 2>"$out/logs/openssl.log" || die "openssl: $(cat "$out/logs/openssl.log")"
 
 fixture_port="$(free_port)"
-taskset -c "$sut_cpu" "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"$out/logs/fixture.log" 2>&1 &
+taskset -c "$sut_cpu" chrt --batch 0 "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"$out/logs/fixture.log" 2>&1 &
 pids+=($!)
 wait_port "$fixture_port"
 

@@ -55,8 +55,46 @@ def parse(raw: Path, scenario: str, target: str, c: int, r: int) -> dict:
             "first_error": m.get("first_error")}
 
 
+def cpu_per_request(raw: Path, target: str, c: int, r: int, rps: float) -> dict:
+    """CPU microseconds per request over the measured seconds: the server's user and system
+    time, and the fixture's total."""
+    m = load(raw / f"https-{target}-c{c}-r{r}.cpu", "fixture_user")
+    per = 1e6 / rps / float(load(raw / f"https-{target}-c{c}-r{r}.json", "seconds")["seconds"])
+    return {"user": m["server_user"] * per, "sys": m["server_sys"] * per,
+            "fixture": (m["fixture_user"] + m["fixture_sys"]) * per}
+
+
 def summary(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def cpu_budget(raw: Path, rounds: int, data: dict) -> list[str]:
+    """The CPU each HTTPS target spends per request, and what 1.2x nginx's rate leaves mcpgate:
+    server and fixture share CPU 1, so a rate is bounded by 1 s over their summed CPU time."""
+    fmt = "{:.1f}"
+    out = ["CPU time per request on CPU 1 over the measured seconds (from /proc/PID/stat: the "
+           "server's user and system time, nginx's worker, and the fixture's), in microseconds:", "",
+           "| concurrency | target | server user µs | server system µs | fixture µs |",
+           "|---|---|---|---|---|"]
+    budget = []
+    for c in CONCURRENCY:
+        per = {t: [cpu_per_request(raw, t, c, r, data[(t, c, r)]["rps"]) for r in range(1, rounds + 1)]
+               for t in ("mcpgate", "nginx", "direct")}
+        for t, rows in per.items():
+            server = ("—", "—") if t == "direct" else (
+                summary([x["user"] for x in rows], fmt), summary([x["sys"] for x in rows], fmt))
+            out.append(f"| {c} | {t} | {server[0]} | {server[1]} | {summary([x['fixture'] for x in rows], fmt)} |")
+        if c > 1:
+            med = {t: {k: statistics.median(x[k] for x in rows) for k in ("user", "sys", "fixture")}
+                   for t, rows in per.items()}
+            nginx_total = med["nginx"]["user"] + med["nginx"]["sys"] + med["nginx"]["fixture"]
+            left = nginx_total / 1.2 - med["mcpgate"]["fixture"]
+            budget.append(
+                f"At c={c}, nginx and the fixture spend {nginx_total:.1f} µs per request together, so 1.2x "
+                f"nginx's rate leaves mcpgate {left:.1f} µs per request; its system time alone is "
+                f"{med['mcpgate']['sys']:.1f} µs (nginx's {med['nginx']['sys']:.1f}), and its user time "
+                f"{med['mcpgate']['user']:.1f} µs (nginx's {med['nginx']['user']:.1f}).")
+    return out + ["", *budget, ""]
 
 
 def main() -> None:
@@ -106,6 +144,8 @@ def main() -> None:
                     f"{summary([x['p99'] for x in rows], '{:.3f}')} | {ratio} |"
                 )
         out.append("")
+        if scenario == "https":
+            out += cpu_budget(raw, rounds, data)
     # Added latency at a fixed rate.
     lat = {(t, r): parse(raw, "latency", t, 8, r) for t in ("direct", "mcpgate") for r in range(1, rounds + 1)}
     added = {q: [lat[("mcpgate", r)][q] - lat[("direct", r)][q] for r in range(1, rounds + 1)] for q in ("p50", "p99")}

@@ -10,6 +10,8 @@
 # (`mcpgate demo-server --http`), nginx terminating TLS in front of the same fixture, and the
 # fixture reached directly over plain HTTP (the limit). Each round runs every target once per
 # concurrency, in an order that rotates from round to round; ratios are taken within a round.
+# Each HTTPS measurement also samples the CPU time (user and system) of the server under test
+# and of the fixture over the measured seconds, for the CPU each spends per request.
 # Scenario "latency": at a fixed rate below saturation ($RATE, default 2000 req/s over 8
 # connections), p50 and p99 through mcpgate over HTTPS minus the fixture's direct ones.
 # Scenario "memory": resident memory of mcpgate at 1,000 and 10,000 idle TLS connections and
@@ -126,6 +128,7 @@ fixture_port="$(free_port)"
 taskset -c "$sut_cpu" chrt --batch 0 "$mcpgate" demo-server --http "127.0.0.1:$fixture_port" >"$out/logs/fixture.log" 2>&1 &
 pids+=($!)
 wait_port "$fixture_port"
+fixture_pid="${pids[-1]}"
 
 # mcpgate in front of the HTTP fixture (the idle timeout is long for the memory scenario).
 gate_yaml() { # port [cert key]
@@ -150,6 +153,7 @@ gate_port="$(free_port)"
 gate_yaml "$gate_port" >"$out/mcpgate.yaml"
 MCPGATE_DATA_DIR="$out/data" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate.yaml" >"$out/logs/mcpgate.log" 2>&1 &
 pids+=($!)
+gate_pid="${pids[-1]}"
 wait_port "$gate_port"
 gate_rsa_port="$(free_port)"
 gate_yaml "$gate_rsa_port" "$rsa_crt" "$rsa_key" >"$out/mcpgate-rsa.yaml"
@@ -209,13 +213,38 @@ url[direct]="http://127.0.0.1:$fixture_port/mcp"
 url[nginx]="https://127.0.0.1:$nginx_port/mcp"
 url[mcpgate]="https://127.0.0.1:$gate_port/mcp"
 targets=(direct nginx mcpgate)
+# The process doing each target's work (nginx: its one worker), for the CPU it spends.
+declare -A sut_pid
+sut_pid[mcpgate]="$gate_pid"
+sut_pid[nginx]="$(pgrep -P "$(cat "$out/nginx/nginx.pid")" | head -1)"
+[[ -n "${sut_pid[nginx]}" ]] || die "nginx has no worker process (logs in $out/logs)"
 
 # --- rounds --------------------------------------------------------------------------------------
+# CPU time (user and system, in clock ticks) a process has used so far: /proc/PID/stat.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# Samples the server's and the fixture's CPU time over the measured seconds (after the
+# load generator's 1 s warmup), as seconds: {"server_user":..,"server_sys":..,"fixture_user":..}.
+sample_cpu() { # server-pid-or-empty
+    local hz s0=(0 0) s1=(0 0) f0 f1
+    hz="$(getconf CLK_TCK)"
+    sleep 1
+    [[ -n "$1" ]] && read -ra s0 < <(cpu_ticks "$1")
+    read -ra f0 < <(cpu_ticks "$fixture_pid")
+    sleep "$duration"
+    [[ -n "$1" ]] && read -ra s1 < <(cpu_ticks "$1")
+    read -ra f1 < <(cpu_ticks "$fixture_pid")
+    printf '{"server_user":%s,"server_sys":%s,"fixture_user":%s,"fixture_sys":%s}\n' \
+        "$(((s1[0] - s0[0]) * 1000 / hz))e-3" "$(((s1[1] - s0[1]) * 1000 / hz))e-3" \
+        "$(((f1[0] - f0[0]) * 1000 / hz))e-3" "$(((f1[1] - f0[1]) * 1000 / hz))e-3"
+}
 measure() { # target concurrency round
-    local t="$1" c="$2" r="$3" name="https-$1-c$2-r$3"
+    local t="$1" c="$2" r="$3" name="https-$1-c$2-r$3" sampler
+    sample_cpu "${sut_pid[$t]:-}" >"$out/raw/$name.cpu" &
+    sampler=$!
     taskset -c "$gen_cpu" "$load" --url "${url[$t]}" --ca "$ca" --connections "$c" \
         --seconds "$duration" --warmup 1 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
         die "the load generator failed for $name: $(cat "$out/raw/$name.err")"
+    wait "$sampler" || die "could not sample the CPU time for $name"
 }
 for ((r = 1; r <= rounds; r++)); do
     log "https: round $r of $rounds"

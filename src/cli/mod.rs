@@ -52,10 +52,14 @@ pub enum Command {
 /// Runs the CLI; returns the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The stdio demo server is one stream read in the main task: on a worker pool every message
+    // would hop from the main thread to a worker and back (two thread wakeups), so it runs on
+    // one thread. Everything else serves many connections at once and gets a worker per CPU.
+    let mut builder = match cli.command {
+        Command::DemoServer { http: None, .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

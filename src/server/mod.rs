@@ -80,6 +80,7 @@ pub async fn serve(
 ) {
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
+    let nodelay_inherited = nodelay_on_listener(&listener);
     loop {
         while conns.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
@@ -94,7 +95,9 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = tcp.set_nodelay(true);
+        }
         let app = app.clone();
         let tls = tls.as_ref().map(|t| t.current());
         conns.spawn(async move {
@@ -153,6 +156,16 @@ pub async fn serve(
     {
         conns.abort_all();
     }
+}
+
+/// Sets TCP_NODELAY on the listening socket where accepted sockets inherit it (Linux copies it
+/// to each), so one call replaces a syscall per connection. Returns whether it is inherited;
+/// where not, each accepted connection must set it.
+fn nodelay_on_listener(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
 }
 
 fn log_handshake(app: &App, peer: SocketAddr, f: &TlsFacts) {
@@ -288,5 +301,26 @@ async fn route(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Re
                 "no such endpoint {path:?}; MCP is served at /mcp (Streamable HTTP), /sse (legacy SSE) and /servers/<name>/mcp"
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inherited = nodelay_on_listener(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let (tcp, _) = accepted.unwrap();
+        if inherited {
+            assert!(
+                tcp.nodelay().unwrap(),
+                "the accepted socket did not inherit TCP_NODELAY"
+            );
+        }
     }
 }

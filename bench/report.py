@@ -97,6 +97,59 @@ def cpu_budget(raw: Path, rounds: int, data: dict) -> list[str]:
     return out + ["", *budget, ""]
 
 
+def round_trip_floor(rounds: int, https: dict, stdio: dict) -> list[str]:
+    """At c=1 a bridge's rate is one over its round trip, which holds an HTTP round trip and a
+    stdio one: the fixture's own (direct) ones bound what any bridge can reach."""
+    floor = [1 / (1 / https[("direct", 1, r)]["rps"] + 1 / stdio[("direct", 1, r)]["rps"])
+             for r in range(1, rounds + 1)]
+    med = statistics.median
+    over = {peer: med(f / stdio[(peer, 1, r)]["rps"] for r, f in enumerate(floor, 1))
+            for peer in ("mcp-proxy", "supergateway")}
+    http_us = med(1e6 / https[("direct", 1, r)]["rps"] for r in range(1, rounds + 1))
+    stdio_us = med(1e6 / stdio[("direct", 1, r)]["rps"] for r in range(1, rounds + 1))
+    return [
+        f"At c=1 each request waits for the one before, so a bridge's rate is one over its round "
+        f"trip, which holds an HTTP round trip and a stdio one. The fixtures' own take {http_us:.0f} µs "
+        f"(plain HTTP, direct in the HTTPS table) and {stdio_us:.0f} µs (stdio, direct here): a "
+        f"bridge adding nothing to them would reach {med(floor):.0f} req/s, "
+        f"{over['mcp-proxy']:.1f}x mcp-proxy's and {over['supergateway']:.1f}x supergateway's rate.", ""]
+
+
+def handshake_budget(raw: Path, rounds: int) -> list[str]:
+    """CPU per full handshake on CPU 1 for each server, one signature's cost in mcpgate's
+    library, and what 1.5x nginx's rate leaves mcpgate."""
+    med = statistics.median
+    out = ["CPU time per full handshake on CPU 1 over the measured seconds (from /proc/PID/stat: "
+           "mcpgate, nginx's worker), and one CertificateVerify signature with the same key in "
+           "mcpgate's crypto library (aws-lc, `tls_handshakes --sign-speed`), in microseconds:", "",
+           "| certificate | target | server user µs | server system µs | one signature µs |",
+           "|---|---|---|---|---|"]
+    budget = []
+    for cert, label in (("ecdsa", "ECDSA P-256"), ("rsa", "RSA-2048")):
+        sign = [load(raw / f"sign-{cert}-r{r}.json", "sign_us")["sign_us"] for r in range(1, rounds + 1)]
+        per = {}
+        for target in ("mcpgate", "nginx"):
+            rows = []
+            for r in range(1, rounds + 1):
+                name = f"handshake-{target}-{cert}-new-r{r}"
+                m = load(raw / f"{name}.cpu", "server_user")
+                h = load(raw / f"{name}.json", "handshakes")
+                rows.append({"user": m["server_user"] * 1e6 / h["handshakes"],
+                             "sys": m["server_sys"] * 1e6 / h["handshakes"]})
+            per[target] = rows
+            out.append(f"| {label} | {target} | {summary([x['user'] for x in rows], '{:.1f}')} | "
+                       f"{summary([x['sys'] for x in rows], '{:.1f}')} | "
+                       f"{summary(sign, '{:.1f}') if target == 'mcpgate' else '—'} |")
+        total = {t: med(x["user"] + x["sys"] for x in rows) for t, rows in per.items()}
+        m_sys = med(x["sys"] for x in per["mcpgate"])
+        budget.append(
+            f"{label}: nginx spends {total['nginx']:.0f} µs per full handshake, so 1.5x its rate leaves "
+            f"mcpgate {total['nginx'] / 1.5:.0f} µs; mcpgate spends {total['mcpgate']:.0f} µs, of which "
+            f"{m_sys:.0f} µs in the kernel (the connection's setup, I/O and teardown) and "
+            f"{med(sign):.0f} µs signing, {m_sys + med(sign):.0f} µs together.")
+    return out + ["", *budget, ""]
+
+
 def main() -> None:
     raw, rounds = Path(sys.argv[1]), int(sys.argv[2])
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
@@ -114,9 +167,11 @@ def main() -> None:
     ]
     failures = []
     goals = []
+    measured = {}
     for scenario, targets, title, text in SCENARIOS:
         data = {(t, c, r): parse(raw, scenario, t, c, r)
                 for t in targets for c in CONCURRENCY for r in range(1, rounds + 1)}
+        measured[scenario] = data
         out += [f"## {title}", "", text, "",
                 "| concurrency | target | req/s | p50 ms | p99 ms | mcpgate/peer req/s |",
                 "|---|---|---|---|---|---|"]
@@ -146,6 +201,8 @@ def main() -> None:
         out.append("")
         if scenario == "https":
             out += cpu_budget(raw, rounds, data)
+        if scenario == "stdio":
+            out += round_trip_floor(rounds, measured["https"], data)
     # Added latency at a fixed rate.
     lat = {(t, r): parse(raw, "latency", t, 8, r) for t in ("direct", "mcpgate") for r in range(1, rounds + 1)}
     added = {q: [lat[("mcpgate", r)][q] - lat[("direct", r)][q] for r in range(1, rounds + 1)] for q in ("p50", "p99")}
@@ -201,6 +258,7 @@ def main() -> None:
                 goals.append(f"- full TLS 1.3 handshakes, {label}: {k:.2f}x nginx's (goal 1.5x): "
                              f"{'met' if k >= 1.5 else 'not met'}.")
     out.append("")
+    out += handshake_budget(raw, rounds)
     # Memory per idle connection.
     def mem(mode: str, n: int, r: int) -> dict:
         return load(raw / f"memory-{mode}-n{n}-r{r}.json")

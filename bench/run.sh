@@ -159,6 +159,7 @@ gate_rsa_port="$(free_port)"
 gate_yaml "$gate_rsa_port" "$rsa_crt" "$rsa_key" >"$out/mcpgate-rsa.yaml"
 MCPGATE_DATA_DIR="$out/data-rsa" taskset -c "$sut_cpu" "$mcpgate" serve --config "$out/mcpgate-rsa.yaml" >"$out/logs/mcpgate-rsa.log" 2>&1 &
 pids+=($!)
+gate_rsa_pid="${pids[-1]}"
 wait_port "$gate_rsa_port"
 
 nginx_port="$(free_port)" nginx_rsa_port="$(free_port)"
@@ -271,24 +272,51 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # New TLS connections per second: full handshakes, then resumed ones, for each server and
-# certificate, in an order that rotates from round to round.
-declare -A hs_port hs_cert
+# certificate, in an order that rotates from round to round. Each full-handshake run also
+# samples the server's CPU time, and each round times one CertificateVerify signature with
+# each key in mcpgate's crypto library (tls_handshakes --sign-speed, on the server's CPU).
+declare -A hs_port hs_cert hs_key hs_pid
 hs_port[mcpgate-ecdsa]="$gate_port" hs_port[mcpgate-rsa]="$gate_rsa_port"
 hs_port[nginx-ecdsa]="$nginx_port" hs_port[nginx-rsa]="$nginx_rsa_port"
-hs_cert[ecdsa]="$crt" hs_cert[rsa]="$rsa_crt"
+hs_pid[mcpgate-ecdsa]="$gate_pid" hs_pid[mcpgate-rsa]="$gate_rsa_pid"
+hs_pid[nginx-ecdsa]="${sut_pid[nginx]}" hs_pid[nginx-rsa]="${sut_pid[nginx]}"
+hs_cert[ecdsa]="$crt" hs_cert[rsa]="$rsa_crt" hs_key[ecdsa]="$key" hs_key[rsa]="$rsa_key"
 hs_targets=(mcpgate-ecdsa nginx-ecdsa mcpgate-rsa nginx-rsa)
+# A server's user and system CPU seconds over the measured seconds, after a warmup.
+sample_server_cpu() { # pid warmup-seconds
+    local hz s0 s1
+    hz="$(getconf CLK_TCK)"
+    sleep "$2"
+    read -ra s0 < <(cpu_ticks "$1")
+    sleep "$duration"
+    read -ra s1 < <(cpu_ticks "$1")
+    printf '{"server_user":%s,"server_sys":%s}\n' \
+        "$(((s1[0] - s0[0]) * 1000 / hz))e-3" "$(((s1[1] - s0[1]) * 1000 / hz))e-3"
+}
 for ((r = 1; r <= rounds; r++)); do
     log "handshakes: round $r of $rounds"
+    for cert in ecdsa rsa; do
+        taskset -c "$sut_cpu" "$handshakes" --sign-speed "${hs_key[$cert]}" --seconds 1 \
+            >"$out/raw/sign-$cert-r$r.json" 2>"$out/raw/sign-$cert-r$r.err" ||
+            die "timing signatures with the $cert key failed: $(cat "$out/raw/sign-$cert-r$r.err")"
+    done
     for kind in new resumed; do
         for ((i = 0; i < ${#hs_targets[@]}; i++)); do
             t="${hs_targets[$(((i + r) % ${#hs_targets[@]}))]}"
             name="handshake-$t-$kind-r$r"
-            resume=()
+            resume=() sampler=""
             [[ "$kind" == resumed ]] && resume=(--resume)
+            if [[ "$kind" == new ]]; then
+                sample_server_cpu "${hs_pid[$t]}" 0.5 >"$out/raw/$name.cpu" &
+                sampler=$!
+            fi
             taskset -c "$gen_cpu" "$handshakes" --addr "127.0.0.1:${hs_port[$t]}" --cert "${hs_cert[${t#*-}]}" \
                 --connections 16 --seconds "$duration" --warmup 0.5 ${resume[@]+"${resume[@]}"} \
                 >"$out/raw/$name.json" 2>"$out/raw/$name.err" ||
                 die "the handshake generator failed for $name: $(cat "$out/raw/$name.err")"
+            if [[ -n "$sampler" ]]; then
+                wait "$sampler" || die "could not sample the CPU time for $name"
+            fi
         done
     done
 done

@@ -11,9 +11,15 @@
 //! does not verify the handshake signature: verifying is costlier than signing for ECDSA, and on
 //! two cores the generator's own crypto must not cap the server's rate. Benchmark use only.
 //!
+//! With `--sign-speed KEY`, it connects nowhere: it times the one private-key operation a full
+//! handshake cannot skip, a TLS 1.3 CertificateVerify signature with KEY (RSA-PSS-SHA256 for an
+//! RSA key, ECDSA-P256-SHA256 for a P-256 one), through the same rustls provider (aws-lc-rs)
+//! that mcpgate signs with, and prints the microseconds one takes.
+//!
 //! ```text
 //! cargo run --release --example tls_handshakes -- --addr 127.0.0.1:8443 --cert server.crt \
 //!     --connections 16 --seconds 5 [--resume]
+//! cargo run --release --example tls_handshakes -- --sign-speed server.key --seconds 2
 //! ```
 
 use std::sync::Arc;
@@ -33,6 +39,7 @@ struct Options {
     seconds: f64,
     warmup: f64,
     resume: bool,
+    sign_speed: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -43,6 +50,7 @@ fn options() -> Result<Options, String> {
         seconds: 5.0,
         warmup: 1.0,
         resume: false,
+        sign_speed: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -58,10 +66,11 @@ fn options() -> Result<Options, String> {
             "--seconds" => o.seconds = number(value()?)?,
             "--warmup" => o.warmup = number(value()?)?,
             "--resume" => o.resume = true,
+            "--sign-speed" => o.sign_speed = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if o.addr.is_empty() || o.cert.is_empty() {
+    if o.sign_speed.is_none() && (o.addr.is_empty() || o.cert.is_empty()) {
         return Err("give --addr HOST:PORT and --cert FILE (the server's certificate)".into());
     }
     if !(1..=1000).contains(&o.connections) || !(0.1..=120.0).contains(&o.seconds) {
@@ -224,6 +233,34 @@ async fn run_loop(
     }
 }
 
+/// Times CertificateVerify signatures with the key in `path` for `seconds`: microseconds each.
+fn sign_speed(path: &str, seconds: f64) -> Result<f64, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let key = PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{path}: {e}"))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let signer = key
+        .choose_scheme(&[
+            SignatureScheme::RSA_PSS_SHA256,
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+        ])
+        .ok_or(format!("{path}: neither an RSA nor a P-256 key"))?;
+    // What TLS 1.3 signs: 64 spaces, a context string, a zero byte, a SHA-256 transcript hash.
+    let mut message = vec![b' '; 64];
+    message.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
+    message.extend_from_slice(&[7u8; 32]);
+    let (start, mut count) = (Instant::now(), 0u32);
+    while start.elapsed().as_secs_f64() < seconds {
+        signer.sign(&message).map_err(|e| format!("signing: {e}"))?;
+        count += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(count))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = match options() {
@@ -233,6 +270,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(key) = &o.sign_speed {
+        match sign_speed(key, o.seconds) {
+            Ok(us) => println!("{}", json!({ "key": key, "sign_us": us })),
+            Err(e) => {
+                eprintln!("tls_handshakes: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let tls = match connector(&o) {
         Ok(t) => t,
         Err(e) => {

@@ -146,7 +146,9 @@ def handshake_budget(raw: Path, rounds: int) -> list[str]:
             f"{label}: nginx spends {total['nginx']:.0f} µs per full handshake, so 1.5x its rate leaves "
             f"mcpgate {total['nginx'] / 1.5:.0f} µs; mcpgate spends {total['mcpgate']:.0f} µs, of which "
             f"{m_sys:.0f} µs in the kernel (the connection's setup, I/O and teardown) and "
-            f"{med(sign):.0f} µs signing, {m_sys + med(sign):.0f} µs together.")
+            f"{med(sign):.0f} µs signing, {m_sys + med(sign):.0f} µs together, which leaves "
+            f"{total['nginx'] / 1.5 - m_sys - med(sign):.0f} µs for the X25519 exchange, the "
+            f"handshake's hashing and everything else.")
     return out + ["", *budget, ""]
 
 
@@ -155,6 +157,9 @@ def main() -> None:
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    # When the last measurement was written, so a report rebuilt from the same raw output says
+    # when the run was, not when the report was.
+    finished = datetime.fromtimestamp(max(p.stat().st_mtime for p in raw.iterdir()), timezone.utc)
     out = [
         "# Benchmarks",
         "",
@@ -162,7 +167,7 @@ def main() -> None:
         f"{rounds} interleaved rounds, with (min–max); ratios are computed within each round.",
         f"Machine: {cpu}, {len(os.sched_getaffinity(0))} CPUs; load generator "
         f"(`examples/mcp_load`: HTTP/1.1 keep-alive, a session per connection, every answer checked) on CPU 0, the server under test and the fixture on CPU 1. "
-        f"Peers: {nginx}, mcp-proxy 0.13.0, supergateway 4.0.0 on Node 22. Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Peers: {nginx}, mcp-proxy 0.13.0, supergateway 4.0.0 on Node 22. Run {finished:%Y-%m-%d %H:%M} UTC.",
         "",
     ]
     failures = []

@@ -14,7 +14,8 @@
 //! With `--sign-speed KEY`, it connects nowhere: it times the one private-key operation a full
 //! handshake cannot skip, a TLS 1.3 CertificateVerify signature with KEY (RSA-PSS-SHA256 for an
 //! RSA key, ECDSA-P256-SHA256 for a P-256 one), through the same rustls provider (aws-lc-rs)
-//! that mcpgate signs with, and prints the microseconds one takes.
+//! that mcpgate signs with, and the server's side of an X25519 exchange (a key pair and the
+//! shared secret), and prints the microseconds each takes.
 //!
 //! ```text
 //! cargo run --release --example tls_handshakes -- --addr 127.0.0.1:8443 --cert server.crt \
@@ -261,6 +262,24 @@ fn sign_speed(path: &str, seconds: f64) -> Result<f64, String> {
     Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(count))
 }
 
+/// Times the server's side of an X25519 exchange (a key pair, then the shared secret with the
+/// client's share) for `seconds`: microseconds each.
+fn x25519_speed(seconds: f64) -> f64 {
+    use rustls::crypto::aws_lc_rs::kx_group::X25519;
+    let Ok(client) = X25519.start() else {
+        return f64::NAN;
+    };
+    let share = client.pub_key().to_vec();
+    let (start, mut count) = (Instant::now(), 0u32);
+    while start.elapsed().as_secs_f64() < seconds {
+        if let Ok(server) = X25519.start() {
+            let _ = server.complete(&share);
+        }
+        count += 1;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(count)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = match options() {
@@ -272,7 +291,10 @@ async fn main() {
     };
     if let Some(key) = &o.sign_speed {
         match sign_speed(key, o.seconds) {
-            Ok(us) => println!("{}", json!({ "key": key, "sign_us": us })),
+            Ok(us) => println!(
+                "{}",
+                json!({ "key": key, "sign_us": us, "x25519_us": x25519_speed(o.seconds) })
+            ),
             Err(e) => {
                 eprintln!("tls_handshakes: {e}");
                 std::process::exit(1);

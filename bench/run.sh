@@ -273,8 +273,9 @@ done
 
 # New TLS connections per second: full handshakes, then resumed ones, for each server and
 # certificate, in an order that rotates from round to round. Each full-handshake run also
-# samples the server's CPU time, and each round times one CertificateVerify signature with
-# each key in mcpgate's crypto library (tls_handshakes --sign-speed, on the server's CPU).
+# samples the server's CPU time, and each round times, in mcpgate's crypto library, one
+# CertificateVerify signature with each key and the server's side of an X25519 exchange
+# (tls_handshakes --sign-speed, on the server's CPU).
 declare -A hs_port hs_cert hs_key hs_pid
 hs_port[mcpgate-ecdsa]="$gate_port" hs_port[mcpgate-rsa]="$gate_rsa_port"
 hs_port[nginx-ecdsa]="$nginx_port" hs_port[nginx-rsa]="$nginx_rsa_port"
